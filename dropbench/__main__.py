@@ -1,0 +1,5 @@
+import sys
+
+from dropbench.cli import main
+
+sys.exit(main())

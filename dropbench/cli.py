@@ -1,0 +1,67 @@
+"""``dropbench`` command line: dispatches subcommands; ``run`` hands its arguments to Hydra."""
+
+from __future__ import annotations
+
+import sys
+
+from dropbench import __version__
+from dropbench.errors import DropbenchError
+from dropbench.preflight import check_overrides, config_dir
+
+USAGE = """\
+usage: dropbench <command> [arguments]
+
+Train MLP, CNN and LSTM models under dropout-family regularizers and compare them.
+
+commands:
+  run       train one run, or a sweep with -m; arguments are Hydra overrides
+              dropbench run model=mlp reg=dropout p=0.5
+              dropbench run -m reg=none,dropout p=0.1,0.3,0.5 seed=0,1,2
+            'dropbench run --help' lists every option and config group
+
+options:
+  -h, --help     show this message
+  --version      show the version
+"""
+
+
+def run(arguments: list[str]) -> int:
+    """``dropbench run [hydra arguments]``: check what Hydra would report badly, then run Hydra."""
+    import hydra  # imported here so `dropbench --help` stays instant
+
+    from dropbench.app import task
+
+    configs = config_dir()
+    try:
+        check_overrides(arguments, configs)
+    except DropbenchError as error:
+        print(f"dropbench: error: {error}", file=sys.stderr)
+        return 2
+    sys.argv = ["dropbench run", *arguments]  # Hydra parses sys.argv
+    hydra.main(config_path=str(configs), config_name="config", version_base="1.3")(task)()
+    return 0
+
+
+COMMANDS = {"run": run}
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if not arguments or arguments[0] in ("-h", "--help"):
+        print(USAGE, end="")
+        return 0
+    if arguments[0] == "--version":
+        print(f"dropbench {__version__}")
+        return 0
+    command = COMMANDS.get(arguments[0])
+    if command is None:
+        print(f"dropbench: error: unknown command {arguments[0]!r}; valid commands: "
+              f"{', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    return command(arguments[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+

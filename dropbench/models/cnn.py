@@ -1,0 +1,58 @@
+"""Convolutional network: conv blocks, then a fully connected head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dropbench.models.common import DropFactory, make_drop
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """conv3x3 (same padding) -> ReLU -> 2x2 max-pool: halves height and width."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+
+
+class CNN(nn.Module):
+    """[conv block] per entry of ``channels`` -> flatten -> [Linear -> ReLU -> drop] per ``fc`` -> Linear.
+
+    Every size follows from ``in_shape`` (C, H, W): the flattened width is
+    channels[-1] * (H // 2**blocks) * (W // 2**blocks). The regularizer sits after each
+    hidden activation of the head (conv-map regularizers arrive with their own slot).
+    Input: (N, C, H, W); output: (N, num_classes) logits.
+    """
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        num_classes: int,
+        channels: Sequence[int] = (32, 64),
+        fc: Sequence[int] = (256,),
+        drop: DropFactory | None = None,
+    ) -> None:
+        super().__init__()
+        in_channels, height, width = in_shape
+        if not channels or min(height, width) < 2 ** len(channels):
+            raise ValueError(
+                f"model.channels={list(channels)}: {len(channels)} blocks halve a {height}x{width} image "
+                f"below 1 pixel; use between 1 and {min(height, width).bit_length() - 1} blocks"
+            )
+        widths = [in_channels, *channels]
+        self.features = nn.Sequential(*(conv_block(a, b) for a, b in zip(widths, widths[1:])))
+        scale = 2 ** len(channels)
+        flat = channels[-1] * (height // scale) * (width // scale)
+        head: list[nn.Module] = [nn.Flatten()]
+        for units in fc:
+            head += [nn.Linear(flat, units), nn.ReLU(), make_drop(drop)]
+            flat = units
+        head.append(nn.Linear(flat, num_classes))
+        self.head = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

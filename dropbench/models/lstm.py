@@ -1,0 +1,52 @@
+"""LSTM that reads an image one row at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dropbench.models.common import DropFactory, make_drop
+
+
+def image_rows(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, H, W*C): one time step per row, the row's pixels (all channels) as features.
+
+    28 steps of 28 features on MNIST, 32 steps of 96 on CIFAR.
+    """
+    n, c, h, w = x.shape
+    return x.permute(0, 2, 3, 1).reshape(n, h, w * c)
+
+
+class LSTM(nn.Module):
+    """Row-sequential image classifier: stacked single-layer ``nn.LSTM`` -> last hidden state -> Linear.
+
+    Layers are separate ``nn.LSTM`` modules (each still the fused kernel) so that the
+    regularizer can sit between them on the whole output sequence and after the last
+    layer on the final hidden state. Input: (N, C, H, W); output: (N, num_classes) logits.
+    """
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        num_classes: int,
+        hidden: int = 128,
+        layers: int = 1,
+        drop: DropFactory | None = None,
+    ) -> None:
+        super().__init__()
+        if hidden < 1 or layers < 1:
+            raise ValueError(f"model.hidden={hidden} and model.layers={layers} must both be >= 1")
+        channels, _, width = in_shape
+        sizes = [width * channels] + [hidden] * layers
+        self.rnns = nn.ModuleList(nn.LSTM(a, b, batch_first=True) for a, b in zip(sizes, sizes[1:]))
+        self.drops = nn.ModuleList(make_drop(drop) for _ in range(layers))
+        self.classifier = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sequence = image_rows(x)
+        for rnn, drop in zip(self.rnns[:-1], self.drops[:-1]):
+            sequence = drop(rnn(sequence)[0])
+        _, (h_last, _) = self.rnns[-1](sequence)
+        return self.classifier(self.drops[-1](h_last[-1]))

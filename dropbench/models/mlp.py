@@ -1,0 +1,41 @@
+"""Multilayer perceptron on flattened images."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dropbench.models.common import DropFactory, make_drop
+
+
+class MLP(nn.Module):
+    """Flatten -> [Linear -> ReLU -> drop] per hidden layer -> Linear.
+
+    ``in_shape`` is the image shape (C, H, W); the input layer has C*H*W units.
+    The regularizer sits after each hidden activation, where the Dropout paper puts it.
+    Input: (N, C, H, W) floats; output: (N, num_classes) logits.
+    """
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        num_classes: int,
+        hidden: Sequence[int] = (800, 800),
+        drop: DropFactory | None = None,
+    ) -> None:
+        super().__init__()
+        if not hidden or any(h < 1 for h in hidden):
+            raise ValueError(f"model.hidden={list(hidden)} must list at least one layer size >= 1")
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(in_shape)
+        for units in hidden:
+            layers += [nn.Linear(width, units), nn.ReLU(), make_drop(drop)]
+            width = units
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

@@ -1,0 +1,80 @@
+"""Checks made before Hydra starts, for mistakes Hydra would report as a multi-line traceback.
+
+Hydra stays the registry: the valid choices of a group are the yaml files in its folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+
+from dropbench.errors import ConfigError
+
+GROUPS = ("model", "dataset", "reg", "optimizer")
+
+
+def config_dir() -> Path:
+    """``configs/`` of a source checkout (editable install), else the copy inside the package."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent / "configs", package / "configs"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise ConfigError(f"no configs/config.yaml found next to {package}; reinstall dropbench")
+
+
+def group_choices(configs: Path, group: str) -> list[str]:
+    return sorted(p.stem for p in (configs / group).glob("*.yaml"))
+
+
+def override_values(argument: str) -> tuple[str, list[str]] | None:
+    """(key, values) of a plain or choice-sweep override such as ``reg=none,dropout``; None otherwise."""
+    try:
+        override = OverridesParser.create().parse_override(argument)
+    except HydraException:
+        return None  # Hydra will report its own syntax errors
+    if override.is_delete() or override.package is not None:
+        return None
+    if override.is_sweep_override():
+        if not override.is_choice_sweep():
+            return None  # ranges and globs: Hydra expands them
+        return override.key_or_group, list(override.sweep_string_iterator())
+    return override.key_or_group, [override.get_value_element_as_str()]
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and prove a file can be written there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ConfigError(
+            f"results_dir={str(folder)!r} is not writable ({reason}); choose another with results_dir=PATH"
+        ) from None
+
+
+def check_overrides(arguments: list[str], configs: Path) -> None:
+    """Unknown group choices and an unwritable results_dir fail here with one line."""
+    results_dir = OmegaConf.load(configs / "config.yaml").results_dir
+    for argument in arguments:
+        if argument.startswith("-") or "=" not in argument:
+            continue  # Hydra's flags (--cfg job, -m, --help) and their values
+        parsed = override_values(argument)
+        if parsed is None:
+            continue
+        key, values = parsed
+        if key == "results_dir":
+            results_dir = values[0]
+        if key in GROUPS:
+            valid = group_choices(configs, key)
+            for value in values:
+                if value not in valid:
+                    raise ConfigError(f"{key}={value!r} is not a known {key}; valid: {', '.join(valid)}")
+    if "--cfg" not in arguments and "-c" not in arguments and "--help" not in arguments:
+        check_writable(Path(os.path.expanduser(str(results_dir))))

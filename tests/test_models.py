@@ -1,0 +1,71 @@
+"""Models: shapes derived from the data, regularizer placement, eval determinism."""
+
+from functools import partial
+
+import pytest
+import torch
+from torch import nn
+
+from dropbench.models import CNN, LSTM, MLP
+from dropbench.models.lstm import image_rows
+from dropbench.regularizers import Dropout
+
+SHAPES = {"mnist": (1, 28, 28), "cifar": (3, 32, 32)}
+
+
+@pytest.mark.parametrize("model_class", [MLP, CNN, LSTM])
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+def test_every_model_runs_on_every_image_shape(model_class, shape):
+    torch.manual_seed(0)
+    model = model_class(shape, num_classes=7, drop=partial(Dropout, p=0.5))
+    logits = model(torch.randn(5, *shape))
+    assert logits.shape == (5, 7)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("model_class", [MLP, CNN, LSTM])
+def test_regularizer_is_active_in_training_and_off_in_eval(model_class):
+    torch.manual_seed(0)
+    model = model_class((1, 28, 28), 10, drop=partial(Dropout, p=0.5))
+    x = torch.randn(4, 1, 28, 28)
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    model.train()
+    assert not torch.equal(model(x), model(x))
+
+
+def test_no_regularizer_means_identity_layers():
+    model = MLP((1, 28, 28), 10, hidden=(32, 16), drop=None)
+    assert sum(isinstance(m, Dropout) for m in model.modules()) == 0
+    assert sum(isinstance(m, nn.Identity) for m in model.modules()) == 2
+
+
+def test_mlp_places_dropout_after_each_hidden_activation():
+    model = MLP((1, 28, 28), 10, hidden=(32, 16), drop=partial(Dropout, p=0.5))
+    kinds = [type(m).__name__ for m in model.net]
+    assert kinds == ["Flatten", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    assert model.net[1].in_features == 784
+
+
+def test_cnn_head_width_follows_the_image_shape():
+    assert CNN((3, 32, 32), 10, channels=(8, 16)).head[1].in_features == 16 * 8 * 8
+    assert CNN((1, 28, 28), 10, channels=(8, 16, 4)).head[1].in_features == 4 * 3 * 3
+    with pytest.raises(ValueError, match="blocks"):
+        CNN((1, 28, 28), 10, channels=(8,) * 6)
+
+
+def test_lstm_reads_one_row_per_step():
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    rows = image_rows(x)
+    assert rows.shape == (2, 4, 15)  # 4 steps of 5 pixels x 3 channels
+    assert torch.equal(rows[1, 2, :3], x[1, :, 2, 0])  # first pixel of row 2, all channels
+    model = LSTM((3, 32, 32), 10, hidden=16, layers=2)
+    assert model.rnns[0].input_size == 96 and model.rnns[1].input_size == 16
+
+
+def test_bad_model_sizes_fail_clearly():
+    with pytest.raises(ValueError, match="model.hidden"):
+        MLP((1, 28, 28), 10, hidden=())
+    with pytest.raises(ValueError, match="model.layers"):
+        LSTM((1, 28, 28), 10, layers=0)

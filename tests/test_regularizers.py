@@ -1,0 +1,83 @@
+"""Dropout and L2: measured behaviour under fixed seeds (in the style of timm's drop-layer tests)."""
+
+import pytest
+import torch
+from torch import nn
+
+from dropbench.regularizers import Dropout, check_drop_probability, dropout, l2_parameter_groups, l2_penalty
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+def test_dropout_drops_fraction_p_and_rescales_survivors(p):
+    torch.manual_seed(0)
+    x = torch.ones(200, 1000)
+    y = dropout(x, p, training=True)
+    dropped = (y == 0).float().mean().item()
+    # 200k Bernoulli draws: the standard error is below 0.0012, so 0.01 is > 8 sigma
+    assert abs(dropped - p) < 0.01
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)))
+
+
+def test_dropout_preserves_the_expectation():
+    torch.manual_seed(1)
+    x = torch.randn(64)
+    mean = torch.stack([dropout(x, 0.5) for _ in range(20000)]).mean(0)
+    assert torch.allclose(mean, x, atol=0.05)
+
+
+def test_dropout_is_identity_in_eval_and_at_p0():
+    x = torch.randn(8, 16)
+    layer = Dropout(0.5).eval()
+    assert layer(x) is x
+    assert Dropout(0.0).train()(x) is x
+    assert Dropout(0.5).extra_repr() == "p=0.5"
+
+
+def test_dropout_gradient_is_zero_where_dropped():
+    torch.manual_seed(2)
+    x = torch.randn(32, 50, requires_grad=True)
+    y = Dropout(0.5).train()(x)
+    y.sum().backward()
+    assert torch.equal(x.grad == 0, y == 0)
+
+
+def test_dropout_shapes_are_preserved():
+    for shape in [(4,), (4, 7), (2, 3, 5, 5), (2, 9, 3)]:
+        assert Dropout(0.3)(torch.randn(shape)).shape == shape
+
+
+@pytest.mark.parametrize("bad", [1.0, 1.5, -0.1, "0.5", None, True])
+def test_bad_drop_probability_is_rejected_with_the_valid_range(bad):
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        check_drop_probability(bad)
+    with pytest.raises(ValueError):
+        Dropout(bad)
+
+
+def test_l2_groups_decay_weights_and_not_biases():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    decayed, plain = l2_parameter_groups(model, 0.1)
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert {p.shape for p in decayed["params"]} == {torch.Size([4, 3]), torch.Size([2, 4])}
+    assert {p.shape for p in plain["params"]} == {torch.Size([4]), torch.Size([2])}
+    with pytest.raises(ValueError, match="wd=-1"):
+        l2_parameter_groups(model, -1)
+
+
+def test_l2_weight_decay_step_equals_the_penalty_gradient_step():
+    """One SGD step with weight_decay=wd moves a weight exactly as the gradient of wd/2*||W||^2."""
+    torch.manual_seed(3)
+    model = nn.Linear(5, 3)
+    reference = nn.Linear(5, 3)
+    reference.load_state_dict(model.state_dict())
+    wd, lr = 0.3, 0.1
+    x = torch.randn(4, 5)
+    opt = torch.optim.SGD(l2_parameter_groups(model, wd), lr=lr)
+    model(x).sum().backward()
+    opt.step()
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=lr)
+    (reference(x).sum() + 0.5 * wd * reference.weight.pow(2).sum()).backward()
+    ref_opt.step()
+    assert torch.allclose(model.weight, reference.weight, atol=1e-6)
+    assert torch.allclose(model.bias, reference.bias, atol=1e-6)
+    assert l2_penalty(reference, wd) == pytest.approx(0.5 * wd * float(reference.weight.pow(2).sum()))
