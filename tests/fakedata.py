@@ -96,7 +96,9 @@ def _dump(path: Path, obj: dict) -> str:
     return md5(path)
 
 
-def write_cifar(base_dir: Path, n_train: int, n_test: int, cifar100: bool = False, seed: int = 0) -> dict[str, str]:
+def write_cifar(
+    base_dir: Path, n_train: int, n_test: int, cifar100: bool = False, seed: int = 0
+) -> dict[str, str]:
     """Write CIFAR-10 (or CIFAR-100) python pickle batches into ``base_dir``; return {file name: md5}."""
     base_dir = Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +113,9 @@ def write_cifar(base_dir: Path, n_train: int, n_test: int, cifar100: bool = Fals
     else:
         chunks = np.array_split(np.arange(n_train), 5)
         files = {
-            f"data_batch_{i + 1}": _cifar_batch(train[0][idx], train[1][idx], f"training batch {i + 1} of 5", False)
+            f"data_batch_{i + 1}": _cifar_batch(
+                train[0][idx], train[1][idx], f"training batch {i + 1} of 5", False
+            )
             for i, idx in enumerate(chunks)
         }
         files["test_batch"] = _cifar_batch(*test, "testing batch 1 of 1", False)

@@ -71,9 +71,11 @@ def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def normalise(x: Tensor, mean: Tensor, std: Tensor, device: torch.device | str) -> Tensor:
-    """uint8 N x C x H x W -> float32 on ``device``, standardised per channel (in place to save memory)."""
-    out = x.to(device=device, dtype=torch.float32).div_(255)
-    return out.sub_(mean.to(out.device).view(1, -1, 1, 1)).div_(std.to(out.device).view(1, -1, 1, 1))
+    """uint8 N x C x H x W -> float32 on ``device``, standardised per channel: (x / 255 - mean) / std."""
+    # Folded into one scale and one shift, applied in place: two passes instead of a temporary per step.
+    out = x.to(device).to(torch.float32)  # move the uint8 bytes, then convert on the device (4x less copied)
+    scale, shift = (1 / (255 * std)).to(out.device), (-mean / std).to(out.device)
+    return out.mul_(scale.view(1, -1, 1, 1)).add_(shift.view(1, -1, 1, 1))
 
 
 def make_splits(

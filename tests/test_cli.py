@@ -1,0 +1,172 @@
+"""``dropbench`` end to end, as a subprocess, on tiny datasets in the real file formats."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fakedata import write_cifar, write_mnist_like
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+# Small models and tiny splits: each run takes a second or two; what is checked is the plumbing.
+TINY = ["dataset.verify=false", "dataset.val_size=20", "epochs=2", "batch_size=16", "eval_batch_size=64"]
+SMALL_MODEL = {
+    "mlp": ["model=mlp", "model.hidden=[32]"],
+    "cnn": ["model=cnn", "model.channels=[4,8]", "model.fc=[16]"],
+    "lstm": ["model=lstm", "model.hidden=8"],
+}
+SCALARS = ["train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"]
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_mnist_like(root / "MNIST" / "raw", n_train=120, n_test=40)
+    write_mnist_like(root / "FashionMNIST" / "raw", n_train=120, n_test=40, seed=1)
+    write_cifar(root / "cifar-10-batches-py", n_train=120, n_test=40)
+    write_cifar(root / "cifar-100-python", n_train=150, n_test=40, cifar100=True)
+    return root
+
+
+@pytest.fixture
+def dropbench(data_root, tmp_path):
+    """Run ``python -m dropbench ARGS`` with the tiny data, a private cache and results folder."""
+    env = {**os.environ, "DROPBENCH_DATA": str(data_root), "DROPBENCH_CACHE": str(tmp_path / "cache")}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "dropbench", *args], cwd=tmp_path, env=env,
+            capture_output=True, text=True, timeout=300,
+        )
+
+    return run
+
+
+def run_dirs(results: Path) -> list[Path]:
+    return sorted(p.parent for p in results.rglob(".hydra"))
+
+
+def read_scalars(run_dir: Path) -> dict[str, list[float]]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn", "lstm"])
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_run_trains_and_records_every_model_on_both_image_families(dropbench, tmp_path, model, dataset):
+    done = dropbench("run", *SMALL_MODEL[model], f"dataset={dataset}", *TINY, "reg=dropout", "p=0.3")
+    assert done.returncode == 0, done.stderr
+    [run_dir] = run_dirs(tmp_path / "results")
+    for part in (dataset, model, "dropout", "p0.3", "seed0"):
+        assert part in run_dir.name
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "finished"
+    assert record["config"] == {"dataset": dataset, "model": model, "reg": "dropout", "optimizer": "adam",
+                                "p": 0.3, "wd": 0.0, "seed": 0, "epochs": 2, "batch_size": 16, "lr": 0.001}
+    assert [row["epoch"] for row in record["history"]] == [1, 2]
+    assert record["data"]["train"] == 100 and record["data"]["val"] == 20 and record["data"]["test"] == 40
+    assert record["data"]["shape"] == ([1, 28, 28] if dataset == "mnist" else [3, 32, 32])
+    assert set(SCALARS + ["test_last/acc", "test_last/loss"]) <= set(record["final"])
+    assert 0.0 <= record["final"]["test/acc"] <= 1.0 and record["train_samples_per_s"] > 0
+    assert record["version"] and "git_commit" in record
+    scalars = read_scalars(run_dir)
+    for tag in SCALARS[:4]:
+        assert scalars[tag] == pytest.approx([row[tag] for row in record["history"]])
+    assert scalars["test/acc"] == pytest.approx([record["final"]["test/acc"]])
+
+
+@pytest.mark.parametrize("dataset", ["fashion_mnist", "cifar100"])
+def test_run_on_the_other_datasets(dropbench, tmp_path, dataset):
+    done = dropbench("run", *SMALL_MODEL["mlp"], f"dataset={dataset}", *TINY, "epochs=1")
+    assert done.returncode == 0, done.stderr
+    [run_dir] = run_dirs(tmp_path / "results")
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["data"]["classes"] == (100 if dataset == "cifar100" else 10)
+
+
+def comparable(record: dict) -> dict:
+    """A record without what legitimately differs between two identical runs (times, paths)."""
+    history = [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in record["history"]]
+    return {"history": history, "final": record["final"], "best": record["best"]}
+
+
+def test_same_seed_gives_identical_metrics_and_another_seed_does_not(dropbench, tmp_path):
+    args = ["run", *SMALL_MODEL["mlp"], *TINY, "reg=dropout"]
+    records = []
+    for seed in (0, 0, 1):
+        done = dropbench(*args, f"seed={seed}", f"results_dir=r{len(records)}")
+        assert done.returncode == 0, done.stderr
+        [run_dir] = run_dirs(tmp_path / f"r{len(records)}")
+        records.append(comparable(json.loads((run_dir / "metrics.json").read_text())))
+    assert records[0] == records[1]
+    assert records[0]["history"] != records[2]["history"]
+
+
+def test_multirun_sweeps_p_and_seed_into_readable_folders(dropbench, tmp_path):
+    done = dropbench("run", "-m", *SMALL_MODEL["mlp"], *TINY, "epochs=1", "p=0.1,0.5", "seed=0,1")
+    assert done.returncode == 0, done.stderr
+    dirs = run_dirs(tmp_path / "results")
+    assert len(dirs) == 4 and all((d / "metrics.json").is_file() for d in dirs)
+    names = {d.name.split("_", 1)[1] for d in dirs}
+    assert names == {f"mnist_mlp_dropout_p{p}_seed{s}" for p in (0.1, 0.5) for s in (0, 1)}
+
+
+BAD_INPUTS = {
+    "p=1.0": "p=1.0",
+    "p=-0.1": "p=-0.1",
+    "p=abc": "p='abc'",
+    "model=transformer": "model='transformer'",
+    "dataset=imagenet": "dataset='imagenet'",
+    "reg=batchnorm": "reg='batchnorm'",
+    "optimizer=lbfgs": "optimizer='lbfgs'",
+    "wd=-0.01": "wd=-0.01",
+    "epochs=0": "epochs=0",
+    "batch_size=0": "batch_size=0",
+    "device=tpu": "device='tpu'",
+}
+
+
+@pytest.mark.parametrize("bad", BAD_INPUTS)
+def test_bad_input_fails_with_one_line_and_leaves_no_run(dropbench, tmp_path, bad):
+    done = dropbench("run", *SMALL_MODEL["mlp"], *TINY, bad)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dropbench: error: "), done.stderr
+    assert BAD_INPUTS[bad] in lines[0]
+    assert "valid" in lines[0] or "must be" in lines[0] or "[0, 1)" in lines[0]
+    assert "Traceback" not in done.stderr + done.stdout
+    assert not list((tmp_path / "results").rglob("metrics.json")) and not run_dirs(tmp_path / "results")
+
+
+def test_unwritable_results_dir_is_a_one_line_error(dropbench, tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    done = dropbench("run", *TINY, f"results_dir={tmp_path / 'a_file' / 'results'}")
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert "results_dir=" in done.stderr and "not writable" in done.stderr
+
+
+def test_offline_without_data_is_a_one_line_error_naming_the_places(dropbench, tmp_path):
+    empty = tmp_path / "empty"
+    done = dropbench("run", *TINY, f"dataset.root={empty}", "dataset.download=false")
+    assert done.returncode != 0
+    [line] = done.stderr.strip().splitlines()
+    assert "mnist" in line.lower() and str(empty) in line
+    assert not list((tmp_path / "results").rglob("metrics.json"))
+
+
+def test_help_lists_commands_and_hydra_flags_pass_through(dropbench):
+    top = dropbench("--help")
+    assert top.returncode == 0 and "run" in top.stdout
+    unknown = dropbench("train")
+    assert unknown.returncode != 0 and "valid commands: run" in unknown.stderr
+    run_help = dropbench("run", "--help")
+    assert run_help.returncode == 0
+    assert "model: cnn, lstm, mlp" in run_help.stdout and "reg: dropout, l2, none" in run_help.stdout
+    job = dropbench("run", "--cfg", "job", "model=cnn", "p=0.2")
+    assert job.returncode == 0
+    assert "_target_: dropbench.models.CNN" in job.stdout and "p: 0.2" in job.stdout
