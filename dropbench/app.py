@@ -54,8 +54,9 @@ def make_optimizer(cfg: DictConfig, model: torch.nn.Module, knobs: Knobs) -> tor
 def describe(cfg: DictConfig, knobs: Knobs, choices: dict[str, str]) -> dict[str, Any]:
     """The essentials a table needs to place this run, plus the whole resolved config."""
     essentials = {group: choices.get(group) for group in ("dataset", "model", "reg", "optimizer")}
-    essentials.update(p=knobs.p, wd=knobs.wd, seed=knobs.seed, epochs=knobs.epochs,
-                      batch_size=knobs.batch_size, lr=knobs.lr)
+    essentials.update(
+        p=knobs.p, wd=knobs.wd, seed=knobs.seed, epochs=knobs.epochs, batch_size=knobs.batch_size, lr=knobs.lr
+    )
     return {"config": essentials, "resolved_config": OmegaConf.to_container(cfg, resolve=True)}
 
 
@@ -74,9 +75,17 @@ def train_run(cfg: DictConfig, run_dir: Path, choices: dict[str, str]) -> dict[s
     generator = torch.Generator(device=knobs.device).manual_seed(knobs.seed)
     scalars = ScalarLog(run_dir)
     try:
-        result = fit(model, optimizer, data, knobs.epochs, knobs.batch_size, knobs.eval_batch_size,
-                     generator, on_epoch=lambda row: scalars.log(row, int(row["epoch"])),
-                     progress=sys.stderr.isatty())
+        result = fit(
+            model,
+            optimizer,
+            data,
+            knobs.epochs,
+            knobs.batch_size,
+            knobs.eval_batch_size,
+            generator,
+            on_epoch=lambda row: scalars.log(row, int(row["epoch"])),
+            progress=sys.stderr.isatty(),
+        )
         scalars.log(result.final, knobs.epochs)
     finally:
         scalars.close()
@@ -90,12 +99,21 @@ def train_run(cfg: DictConfig, run_dir: Path, choices: dict[str, str]) -> dict[s
         "torch": torch.__version__,
         "device": str(knobs.device),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data": {"origin": data.origin, "shape": list(data.shape), "classes": data.num_classes,
-                 "train": len(data.train_y), "val": len(data.val_y), "test": len(data.test_y)},
+        "data": {
+            "origin": data.origin,
+            "shape": list(data.shape),
+            "classes": data.num_classes,
+            "train": len(data.train_y),
+            "val": len(data.val_y),
+            "test": len(data.test_y),
+        },
         "history": result.history,
         "best": {"epoch": result.best_epoch, "val/loss": best["val/loss"], "val/acc": best["val/acc"]},
-        "final": {**{k: v for k, v in result.history[-1].items() if k.startswith("train/")},
-                  **{k: v for k, v in best.items() if k.startswith("val/")}, **result.final},
+        "final": {
+            **{k: v for k, v in result.history[-1].items() if k.startswith("train/")},
+            **{k: v for k, v in best.items() if k.startswith("val/")},
+            **result.final,
+        },
         "wall_time_s": time.perf_counter() - started,
         "train_samples_per_s": result.train_samples / result.train_seconds,
     }
@@ -119,5 +137,7 @@ def task(cfg: DictConfig) -> None:
         sys.exit(2)
     write_json_atomic(run_dir / METRICS_FILE, record)
     final = record["final"]
-    print(f"{run_dir}: test/acc {final['test/acc']:.4f} (best epoch {record['best']['epoch']}), "
-          f"test_last/acc {final['test_last/acc']:.4f}, {record['train_samples_per_s']:.0f} samples/s")
+    print(
+        f"{run_dir}: test/acc {final['test/acc']:.4f} (best epoch {record['best']['epoch']}), "
+        f"test_last/acc {final['test_last/acc']:.4f}, {record['train_samples_per_s']:.0f} samples/s"
+    )

@@ -55,13 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = COMMANDS.get(arguments[0])
     if command is None:
-        print(f"dropbench: error: unknown command {arguments[0]!r}; valid commands: "
-              f"{', '.join(COMMANDS)}", file=sys.stderr)
+        print(
+            f"dropbench: error: unknown command {arguments[0]!r}; valid commands: {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
         return 2
     return command(arguments[1:])
 
 
 if __name__ == "__main__":
     sys.exit(main())
-
-

@@ -92,7 +92,10 @@ def fit(
     train_seconds = 0.0
     for epoch in tqdm(range(1, epochs + 1), desc="epochs", disable=not progress):
         start = time.perf_counter()
-        row: Metrics = {"epoch": epoch, **train_epoch(model, optimizer, data, batch_size, generator, progress)}
+        row: Metrics = {
+            "epoch": epoch,
+            **train_epoch(model, optimizer, data, batch_size, generator, progress),
+        }
         row["epoch_time_s"] = time.perf_counter() - start
         train_seconds += row["epoch_time_s"]
         row.update(evaluate(model, data.val_x, data.val_y, eval_batch_size, "val"))

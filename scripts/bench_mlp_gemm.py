@@ -17,6 +17,7 @@ import platform
 import statistics
 import time
 from functools import partial
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ from dropbench.train import train_epoch
 def gemm_shapes(sizes: list[int], batch: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """(a, b) operand shapes of every product an MLP step needs, forward and backward."""
     shapes = []
-    for layer, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+    for layer, (n_in, n_out) in enumerate(pairwise(sizes)):
         shapes.append(((batch, n_in), (n_in, n_out)))  # forward: X @ W^T
         shapes.append(((n_out, batch), (batch, n_in)))  # backward: dW = dY^T @ X
         if layer > 0:  # the input images need no gradient
@@ -63,11 +64,23 @@ def main() -> None:
     parser.add_argument("--root", default=os.environ.get("DROPBENCH_DATA", "./data"))
     args = parser.parse_args()
 
-    data = load_splits("mnist", "MNIST", args.root, {}, True, False, 5000, 0, False,
-                       os.environ.get("DROPBENCH_CACHE", "~/.cache/dropbench"))
+    data = load_splits(
+        "mnist",
+        "MNIST",
+        args.root,
+        {},
+        True,
+        False,
+        5000,
+        0,
+        False,
+        os.environ.get("DROPBENCH_CACHE", "~/.cache/dropbench"),
+    )
     torch.manual_seed(0)
     model = MLP(data.shape, data.num_classes, args.hidden, drop=partial(Dropout, p=0.5))
-    optimizer = torch.optim.Adam(l2_parameter_groups(model, 0.0), lr=1e-3)
+    optimizer = torch.optim.Adam(
+        l2_parameter_groups(model, 0.0), lr=1e-3, fused=True
+    )  # as configs/optimizer/adam.yaml
     generator = torch.Generator().manual_seed(0)
     sizes = [784, *args.hidden, data.num_classes]
     n = len(data.train_y)

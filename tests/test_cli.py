@@ -37,8 +37,12 @@ def dropbench(data_root, tmp_path):
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "dropbench", *args], cwd=tmp_path, env=env,
-            capture_output=True, text=True, timeout=300,
+            [sys.executable, "-m", "dropbench", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
 
     return run
@@ -65,8 +69,18 @@ def test_run_trains_and_records_every_model_on_both_image_families(dropbench, tm
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "finished"
-    assert record["config"] == {"dataset": dataset, "model": model, "reg": "dropout", "optimizer": "adam",
-                                "p": 0.3, "wd": 0.0, "seed": 0, "epochs": 2, "batch_size": 16, "lr": 0.001}
+    assert record["config"] == {
+        "dataset": dataset,
+        "model": model,
+        "reg": "dropout",
+        "optimizer": "adam",
+        "p": 0.3,
+        "wd": 0.0,
+        "seed": 0,
+        "epochs": 2,
+        "batch_size": 16,
+        "lr": 0.001,
+    }
     assert [row["epoch"] for row in record["history"]] == [1, 2]
     assert record["data"]["train"] == 100 and record["data"]["val"] == 20 and record["data"]["test"] == 40
     assert record["data"]["shape"] == ([1, 28, 28] if dataset == "mnist" else [3, 32, 32])

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from dropbench.regularizers import Dropout, check_drop_probability, dropout, l2_parameter_groups, l2_penalty
+from dropbench.regularizers.dropout import keep_mask
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
@@ -15,7 +16,21 @@ def test_dropout_drops_fraction_p_and_rescales_survivors(p):
     dropped = (y == 0).float().mean().item()
     # 200k Bernoulli draws: the standard error is below 0.0012, so 0.01 is > 8 sigma
     assert abs(dropped - p) < 0.01
-    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)))
+    # survivors share one scale, 1/(1-p') with p' = p at 2**-16 resolution
+    survivors = y[y != 0]
+    assert torch.all(survivors == survivors[0])
+    assert survivors[0].item() == pytest.approx(1 / (1 - p), rel=1e-4)
+
+
+def test_keep_mask_rounds_p_to_16_bits_and_draws_uniformly():
+    torch.manual_seed(0)
+    keep, drawn_p = keep_mask((1001, 999), 0.3)  # an odd count: the last 64-bit draw is partly used
+    assert keep.shape == (1001, 999) and keep.dtype == torch.bool
+    assert abs(drawn_p - 0.3) <= 2**-17
+    assert abs((~keep).float().mean().item() - drawn_p) < 0.003
+    # every one of the four 16-bit lanes of a draw is used alike
+    lanes = (~keep).flatten()[: 1000 * 996].view(-1, 4).float().mean(0)
+    assert torch.allclose(lanes, torch.full_like(lanes, drawn_p), atol=0.005)
 
 
 def test_dropout_preserves_the_expectation():

@@ -98,13 +98,15 @@ def search_places(cls: type, root: str, system_dirs: dict[str, dict[str, str]]) 
 def find_local(cls: type, root: str, system_dirs: dict[str, dict[str, str]]) -> Located | None:
     """The first place holding all the files: ``root`` in torchvision's layout, then ``system_dirs``."""
     expected = expected_files(cls)
-    found = _locate(layout_dir(cls, root), expected, "torchvision")
+    candidates = [(layout_dir(cls, root), expected, "torchvision")]
     for directory, listed in system_dirs.items():
-        if found is not None:
-            break
         md5s = {name: listed.get(name) for name in expected}
-        found = _locate(directory, md5s, f"the checksum list for {directory}")
-    return found
+        candidates.append((directory, md5s, f"the checksum list for {directory}"))
+    for directory, md5s, owner in candidates:
+        found = _locate(directory, md5s, owner)
+        if found is not None:
+            return found
+    return None
 
 
 def verify_files(name: str, located: Located) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -44,7 +45,7 @@ class CNN(nn.Module):
                 f"below 1 pixel; use between 1 and {min(height, width).bit_length() - 1} blocks"
             )
         widths = [in_channels, *channels]
-        self.features = nn.Sequential(*(conv_block(a, b) for a, b in zip(widths, widths[1:])))
+        self.features = nn.Sequential(*(conv_block(a, b) for a, b in pairwise(widths)))
         scale = 2 ** len(channels)
         flat = channels[-1] * (height // scale) * (width // scale)
         head: list[nn.Module] = [nn.Flatten()]

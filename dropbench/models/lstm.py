@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -40,13 +41,13 @@ class LSTM(nn.Module):
             raise ValueError(f"model.hidden={hidden} and model.layers={layers} must both be >= 1")
         channels, _, width = in_shape
         sizes = [width * channels] + [hidden] * layers
-        self.rnns = nn.ModuleList(nn.LSTM(a, b, batch_first=True) for a, b in zip(sizes, sizes[1:]))
+        self.rnns = nn.ModuleList(nn.LSTM(a, b, batch_first=True) for a, b in pairwise(sizes))
         self.drops = nn.ModuleList(make_drop(drop) for _ in range(layers))
         self.classifier = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sequence = image_rows(x)
-        for rnn, drop in zip(self.rnns[:-1], self.drops[:-1]):
+        for rnn, drop in zip(self.rnns[:-1], self.drops[:-1], strict=True):
             sequence = drop(rnn(sequence)[0])
         _, (h_last, _) = self.rnns[-1](sequence)
         return self.classifier(self.drops[-1](h_last[-1]))

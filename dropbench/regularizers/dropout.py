@@ -10,6 +10,8 @@ https://jmlr.org/papers/v15/srivastava14a.html
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,16 +29,42 @@ def check_drop_probability(p: float) -> float:
     return float(p)
 
 
+#: Masks are drawn as 16-bit uniforms, so p is used at a resolution of 2**-16.
+MASK_LEVELS = 1 << 16
+
+
+def keep_mask(
+    shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, float]:
+    """A boolean mask, True with probability 1 - p' (kept), and the p' it was drawn with.
+
+    p' is p rounded to a multiple of 2**-16 (|p' - p| <= 2**-17): each 64-bit random draw
+    yields four independent 16-bit uniforms, so the CPU's one-number-at-a-time generator
+    runs a quarter as often as for ``torch.rand`` (and 4x less than ``bernoulli_``).
+    Callers scale by 1/(1 - p') so that the expectation is preserved exactly.
+    """
+    n = math.prod(shape)
+    drop_levels = min(round(p * MASK_LEVELS), MASK_LEVELS - 1)
+    bits = torch.empty(-(-n // 4), dtype=torch.int64, device=device).random_(-(2**63), None)
+    uniform16 = bits.view(torch.int16)[:n].view(shape)  # each value in [-2**15, 2**15), uniform
+    return uniform16 >= drop_levels - MASK_LEVELS // 2, drop_levels / MASK_LEVELS
+
+
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Inverted dropout of any-shaped ``x``.
 
     Training: each element is zeroed independently with probability ``p`` and the
     survivors are scaled by 1/(1-p), so E[output] = x and evaluation needs no rescaling.
     Evaluation (``training=False``) and ``p == 0``: returns ``x`` itself.
+    On the CPU the mask comes from :func:`keep_mask` (p at a resolution of 2**-16, scale
+    exact for that p); on CUDA from torch's fused kernel.
     """
     if not training or p == 0.0:
         return x
-    return F.dropout(x, p, training=True)
+    if x.is_cuda:
+        return F.dropout(x, p, training=True)  # one fused kernel, Philox random numbers
+    keep, drawn_p = keep_mask(x.shape, p, x.device)
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - drawn_p))
 
 
 class Dropout(nn.Module):
