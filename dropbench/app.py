@@ -1,11 +1,13 @@
 """The Hydra task behind ``dropbench run``: the only code that reads a DictConfig.
 
-It validates the config, instantiates data, regularizer, model and optimizer from their
-config groups (yaml ``_target_`` is the registry), trains, and writes the run's record.
+It validates the config, instantiates data, regularizer, model, optimizer and schedule from
+their config groups (yaml ``_target_`` is the registry), trains, and writes the run's record.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import shutil
 import sys
 import time
@@ -20,15 +22,19 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dropbench import __version__
+from dropbench.data import DataSplits
 from dropbench.errors import ConfigError, DropbenchError
 from dropbench.record import METRICS_FILE, ScalarLog, git_commit, write_json_atomic
 from dropbench.regularizers import l2_parameter_groups
+from dropbench.schedules import per_step
 from dropbench.settings import Knobs, check_knobs
-from dropbench.train import fit
+from dropbench.train import FitResult, Metrics, fit
 
 #: What Hydra writes into a run folder before the task starts; a folder holding only these
 #: is ours to remove when the run fails before training.
 HYDRA_FILES = {".hydra", "dropbench.log"}
+
+log = logging.getLogger("dropbench")
 
 
 def build(group: str, node: Any, **kwargs: Any) -> Any:
@@ -39,41 +45,32 @@ def build(group: str, node: Any, **kwargs: Any) -> Any:
         cause = error.__cause__ or error
         if isinstance(cause, DropbenchError):
             raise cause from None
-        raise ConfigError(f"{group}: {cause}") from None
+        raise ConfigError(f"{group}: {' '.join(str(cause).split())}") from None
 
 
-def make_optimizer(cfg: DictConfig, model: torch.nn.Module, knobs: Knobs) -> torch.optim.Optimizer:
-    """The optimizer group's class over L2 parameter groups (weights decay by wd, biases do not)."""
-    try:
-        groups = l2_parameter_groups(model, knobs.wd)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
-    return build("optimizer", cfg.optimizer)(groups, lr=knobs.lr)
-
-
-def describe(cfg: DictConfig, knobs: Knobs, choices: dict[str, str]) -> dict[str, Any]:
-    """The essentials a table needs to place this run, plus the whole resolved config."""
-    essentials = {group: choices.get(group) for group in ("dataset", "model", "reg", "optimizer")}
-    essentials.update(
-        p=knobs.p, wd=knobs.wd, seed=knobs.seed, epochs=knobs.epochs, batch_size=knobs.batch_size, lr=knobs.lr
-    )
-    return {"config": essentials, "resolved_config": OmegaConf.to_container(cfg, resolve=True)}
-
-
-def train_run(cfg: DictConfig, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
-    """Validate, build, train and record one run; returns the ``metrics.json`` payload."""
-    knobs = check_knobs(OmegaConf.to_container(cfg, resolve=True))
-    if knobs.threads:
-        torch.set_num_threads(knobs.threads)
-    started = time.perf_counter()
-    data = build("dataset", cfg.dataset, device=knobs.device)
-    torch.manual_seed(knobs.seed)
+def build_training(cfg: DictConfig, knobs: Knobs, data: DataSplits):
+    """Model (with its regularizer), optimizer over L2 parameter groups, and per-step schedule."""
+    torch.manual_seed(knobs.seed)  # weight init and regularizer masks
     drop = build("reg", cfg.reg.drop) if cfg.reg.get("drop") is not None else None
     model = build("model", cfg.model, in_shape=data.shape, num_classes=data.num_classes, drop=drop)
     model = model.to(knobs.device)
-    optimizer = make_optimizer(cfg, model, knobs)
-    generator = torch.Generator(device=knobs.device).manual_seed(knobs.seed)
+    optimizer = build("optimizer", cfg.optimizer)(l2_parameter_groups(model, knobs.wd), lr=knobs.lr)
+    total_steps = knobs.epochs * math.ceil(len(data.train_y) / knobs.batch_size)
+    scheduler = per_step(optimizer, build("schedule", cfg.schedule), total_steps)
+    return model, optimizer, scheduler
+
+
+def train_logged(cfg: DictConfig, knobs: Knobs, data: DataSplits, run_dir: Path) -> FitResult:
+    """Train, streaming each epoch's metrics to TensorBoard and the log as they arrive."""
+    model, optimizer, scheduler = build_training(cfg, knobs, data)
+    generator = torch.Generator(device=knobs.device).manual_seed(knobs.seed)  # shuffling, augmentation
     scalars = ScalarLog(run_dir)
+
+    def on_epoch(row: Metrics) -> None:
+        scalars.log(row, int(row["epoch"]))
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if "/" in k)
+        log.info("epoch %d/%d: %s (%.1f s)", row["epoch"], knobs.epochs, metrics, row["epoch_time_s"])
+
     try:
         result = fit(
             model,
@@ -83,16 +80,34 @@ def train_run(cfg: DictConfig, run_dir: Path, choices: dict[str, str]) -> dict[s
             knobs.batch_size,
             knobs.eval_batch_size,
             generator,
-            on_epoch=lambda row: scalars.log(row, int(row["epoch"])),
+            scheduler,
+            on_epoch,
             progress=sys.stderr.isatty(),
         )
         scalars.log(result.final, knobs.epochs)
     finally:
         scalars.close()
+    return result
+
+
+def make_record(
+    cfg: DictConfig,
+    knobs: Knobs,
+    choices: dict[str, str],
+    data: DataSplits,
+    result: FitResult,
+    wall_time_s: float,
+) -> dict[str, Any]:
+    """The ``metrics.json`` payload: what the run was, where it ran, and every number it made."""
     best = result.history[result.best_epoch - 1]
+    essentials = {group: choices.get(group) for group in ("dataset", "model", "reg", "optimizer", "schedule")}
+    essentials.update(
+        p=knobs.p, wd=knobs.wd, seed=knobs.seed, epochs=knobs.epochs, batch_size=knobs.batch_size, lr=knobs.lr
+    )
     return {
         "status": "finished",
-        **describe(cfg, knobs, choices),
+        "config": essentials,
+        "resolved_config": OmegaConf.to_container(cfg, resolve=True),
         "seed": knobs.seed,
         "version": __version__,
         "git_commit": git_commit(Path(__file__).parent),
@@ -114,9 +129,28 @@ def train_run(cfg: DictConfig, run_dir: Path, choices: dict[str, str]) -> dict[s
             **{k: v for k, v in best.items() if k.startswith("val/")},
             **result.final,
         },
-        "wall_time_s": time.perf_counter() - started,
+        "wall_time_s": wall_time_s,
         "train_samples_per_s": result.train_samples / result.train_seconds,
     }
+
+
+def train_run(cfg: DictConfig, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
+    """Validate, load, train and describe one run; returns the ``metrics.json`` payload."""
+    started = time.perf_counter()
+    knobs = check_knobs(OmegaConf.to_container(cfg, resolve=True))
+    if knobs.threads:
+        torch.set_num_threads(knobs.threads)
+    data = build("dataset", cfg.dataset, device=knobs.device)
+    log.info(
+        "%s: %d train / %d val / %d test examples from %s",
+        choices.get("dataset"),
+        len(data.train_y),
+        len(data.val_y),
+        len(data.test_y),
+        data.origin,
+    )
+    result = train_logged(cfg, knobs, data, run_dir)
+    return make_record(cfg, knobs, choices, data, result, time.perf_counter() - started)
 
 
 def remove_if_untouched(run_dir: Path) -> None:
@@ -137,7 +171,11 @@ def task(cfg: DictConfig) -> None:
         sys.exit(2)
     write_json_atomic(run_dir / METRICS_FILE, record)
     final = record["final"]
-    print(
-        f"{run_dir}: test/acc {final['test/acc']:.4f} (best epoch {record['best']['epoch']}), "
-        f"test_last/acc {final['test_last/acc']:.4f}, {record['train_samples_per_s']:.0f} samples/s"
+    log.info(
+        "%s: test/acc %.4f (best epoch %d), test_last/acc %.4f, %.0f samples/s",
+        run_dir,
+        final["test/acc"],
+        record["best"]["epoch"],
+        final["test_last/acc"],
+        record["train_samples_per_s"],
     )

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from dropbench.errors import ConfigError
 
-GROUPS = ("model", "dataset", "reg", "optimizer")
+GROUPS = ("model", "dataset", "reg", "optimizer", "schedule")
 
 
 def config_dir() -> Path:

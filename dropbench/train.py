@@ -34,9 +34,12 @@ def train_epoch(
     data: DataSplits,
     batch_size: int,
     generator: torch.Generator,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     progress: bool = False,
 ) -> Metrics:
     """One pass over the shuffled training split. Returns running ``train/loss`` and ``train/acc``.
+
+    ``scheduler``, if given, is stepped after every optimizer step.
 
     The running metrics are measured in training mode (regularizer on, augmented batches),
     averaged over examples. Sums stay on the device so the loop never waits on a ``.item()``.
@@ -52,6 +55,8 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         loss_sum += loss.detach() * len(targets)
         correct += (logits.argmax(dim=1) == targets).sum()
     n = len(data.train_y)
@@ -79,6 +84,7 @@ def fit(
     batch_size: int,
     eval_batch_size: int,
     generator: torch.Generator,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     on_epoch: Callable[[Metrics], None] = lambda row: None,
     progress: bool = False,
 ) -> FitResult:
@@ -94,7 +100,7 @@ def fit(
         start = time.perf_counter()
         row: Metrics = {
             "epoch": epoch,
-            **train_epoch(model, optimizer, data, batch_size, generator, progress),
+            **train_epoch(model, optimizer, data, batch_size, generator, scheduler, progress),
         }
         row["epoch_time_s"] = time.perf_counter() - start
         train_seconds += row["epoch_time_s"]

@@ -1,0 +1,77 @@
+"""The training loop without Hydra: it learns, selects by validation, and schedules the rate."""
+
+import math
+from functools import partial
+
+import pytest
+import torch
+from fakedata import fake_images
+
+from dropbench.data.tensors import make_splits
+from dropbench.models import MLP
+from dropbench.regularizers import Dropout
+from dropbench.schedules import constant, cosine, linear, per_step
+from dropbench.train import evaluate, fit
+
+
+@pytest.fixture(scope="module")
+def data():
+    images, labels = fake_images(600, 10, 1, 28, seed=0)
+    test_images, test_labels = fake_images(200, 10, 1, 28, seed=1)
+    raw = {
+        "train_x": torch.as_tensor(images),
+        "train_y": torch.as_tensor(labels, dtype=torch.int64),
+        "test_x": torch.as_tensor(test_images),
+        "test_y": torch.as_tensor(test_labels, dtype=torch.int64),
+        "classes": [str(k) for k in range(10)],
+        "origin": "test",
+    }
+    return make_splits(raw, val_size=100, split_seed=0, augment=False, device="cpu")
+
+
+def train(data, epochs=4, schedule=constant):
+    torch.manual_seed(0)
+    model = MLP(data.shape, data.num_classes, hidden=(64,), drop=partial(Dropout, p=0.2))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    steps = epochs * math.ceil(len(data.train_y) / 32)
+    scheduler = per_step(optimizer, schedule, steps)
+    rows = []
+    result = fit(
+        model,
+        optimizer,
+        data,
+        epochs,
+        32,
+        256,
+        torch.Generator().manual_seed(0),
+        scheduler,
+        on_epoch=rows.append,
+    )
+    return model, optimizer, result, rows
+
+
+def test_fit_learns_the_task_and_reports_every_epoch(data):
+    model, _, result, rows = train(data)
+    assert rows == result.history and [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows[-1]["train/loss"] < rows[0]["train/loss"]
+    assert result.final["test/acc"] > 0.5  # ten classes: chance is 0.1
+    assert result.train_samples == 4 * 500 and result.train_seconds > 0
+
+
+def test_test_metrics_come_from_the_best_validation_weights(data):
+    model, _, result, rows = train(data)
+    best = max(rows, key=lambda r: (r["val/acc"], -r["val/loss"]))
+    assert result.best_epoch == best["epoch"]
+    model.load_state_dict(result.best_state)
+    again = evaluate(model, data.test_x, data.test_y, 256, "test")
+    assert again == pytest.approx({k: v for k, v in result.final.items() if k.startswith("test/")})
+    assert {"test_last/acc", "test_last/loss"} <= set(result.final)
+
+
+def test_schedules_decay_the_rate_to_zero_by_the_last_step(data):
+    assert [cosine(t) for t in (0, 0.5, 1)] == pytest.approx([1, 0.5, 0])
+    assert [linear(t) for t in (0, 0.25, 1)] == pytest.approx([1, 0.75, 0])
+    _, optimizer, _, _ = train(data, epochs=2, schedule=cosine)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    _, optimizer, _, _ = train(data, epochs=2, schedule=constant)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(3e-3)
