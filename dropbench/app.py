@@ -33,6 +33,7 @@ from dropbench.train import FitResult, Metrics, fit
 #: What Hydra writes into a run folder before the task starts; a folder holding only these
 #: is ours to remove when the run fails before training.
 HYDRA_FILES = {".hydra", "dropbench.log"}
+RESOLVED_CONFIG = "resolved_config.yaml"
 
 log = logging.getLogger("dropbench")
 
@@ -63,6 +64,8 @@ def build_training(cfg: DictConfig, knobs: Knobs, data: DataSplits):
 def train_logged(cfg: DictConfig, knobs: Knobs, data: DataSplits, run_dir: Path) -> FitResult:
     """Train, streaming each epoch's metrics to TensorBoard and the log as they arrive."""
     model, optimizer, scheduler = build_training(cfg, knobs, data)
+    # Everything is valid now: record exactly what runs (Hydra's .hydra/config.yaml keeps ${...})
+    OmegaConf.save(cfg, run_dir / RESOLVED_CONFIG, resolve=True)
     generator = torch.Generator(device=knobs.device).manual_seed(knobs.seed)  # shuffling, augmentation
     scalars = ScalarLog(run_dir)
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from fakedata import write_cifar, write_mnist_like
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -67,6 +68,8 @@ def test_run_trains_and_records_every_model_on_both_image_families(dropbench, tm
     for part in (dataset, model, "dropout", "p0.3", "seed0"):
         assert part in run_dir.name
     assert (run_dir / ".hydra" / "config.yaml").is_file()
+    resolved = yaml.safe_load((run_dir / "resolved_config.yaml").read_text())
+    assert resolved["p"] == 0.3 and resolved["reg"]["drop"]["p"] == 0.3
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "finished"
     assert record["config"] == {

@@ -95,4 +95,5 @@ def test_l2_weight_decay_step_equals_the_penalty_gradient_step():
     ref_opt.step()
     assert torch.allclose(model.weight, reference.weight, atol=1e-6)
     assert torch.allclose(model.bias, reference.bias, atol=1e-6)
-    assert l2_penalty(reference, wd) == pytest.approx(0.5 * wd * float(reference.weight.detach().pow(2).sum()))
+    squared_norm = float(reference.weight.detach().pow(2).sum())
+    assert l2_penalty(reference, wd) == pytest.approx(0.5 * wd * squared_norm)
