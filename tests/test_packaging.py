@@ -1,0 +1,17 @@
+"""A wheel must carry every config folder (pyproject lists them one by one)."""
+
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_config_folder_ships_in_the_wheel():
+    packages = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {p.parent for p in (ROOT / "configs").rglob("*.yaml")}
+    for folder in folders:
+        relative = folder.relative_to(ROOT / "configs").parts
+        assert ".".join(("dropbench", "configs", *relative)) in packages, folder
