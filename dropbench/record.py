@@ -30,20 +30,24 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
-def git_commit(folder: Path) -> str | None:
-    """The commit of the checkout that holds ``folder`` (with ``-dirty`` if it has changes), or None."""
+def git(folder: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=folder, capture_output=True, text=True, timeout=5, check=True
+    ).stdout.strip()
+
+
+def git_commit(package: Path) -> str | None:
+    """The commit of dropbench's own checkout (``-dirty`` if it has changes), or None.
+
+    None too when ``package`` is installed inside some other repository (a venv in a
+    user's project): that repository's commit says nothing about dropbench's code.
+    """
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        top = Path(git(package, "rev-parse", "--show-toplevel"))
+        if top.resolve() != package.resolve().parent:
+            return None
+        commit = git(package, "rev-parse", "HEAD")
+        dirty = git(package, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}-dirty" if dirty else commit
