@@ -97,3 +97,9 @@ def test_l2_weight_decay_step_equals_the_penalty_gradient_step():
     assert torch.allclose(model.bias, reference.bias, atol=1e-6)
     squared_norm = float(reference.weight.detach().pow(2).sum())
     assert l2_penalty(reference, wd) == pytest.approx(0.5 * wd * squared_norm)
+
+
+def test_l2_groups_collapse_to_one_without_decay():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    [group] = l2_parameter_groups(model, 0.0)
+    assert group["weight_decay"] == 0.0 and len(group["params"]) == 4

@@ -20,10 +20,12 @@ def is_penalised(name: str, parameter: nn.Parameter) -> bool:
 
 
 def l2_parameter_groups(model: nn.Module, wd: float) -> list[dict]:
-    """Split ``model``'s trainable parameters into a penalised group (weight_decay=wd) and the rest (0)."""
+    """``model``'s trainable parameters as optimizer groups: weights with weight_decay=wd, the rest 0."""
     if wd < 0:
         raise ValueError(f"wd={wd} is negative; wd is the L2 coefficient, a number >= 0")
     named = [(n, q) for n, q in model.named_parameters() if q.requires_grad]
+    if wd == 0:  # one group: the optimizer's per-group work (a kernel call, Python loops) runs once
+        return [{"params": [q for _, q in named], "weight_decay": 0.0}]
     return [
         {"params": [q for n, q in named if is_penalised(n, q)], "weight_decay": wd},
         {"params": [q for n, q in named if not is_penalised(n, q)], "weight_decay": 0.0},
