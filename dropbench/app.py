@@ -28,7 +28,7 @@ from dropbench.record import METRICS_FILE, ScalarLog, git_commit, write_json_ato
 from dropbench.regularizers import l2_parameter_groups
 from dropbench.schedules import per_step
 from dropbench.settings import Knobs, check_knobs
-from dropbench.train import FitResult, Metrics, fit
+from dropbench.train import FitResult, Metrics, fit, stochastic_layers
 
 #: What Hydra writes into a run folder before the task starts; a folder holding only these
 #: is ours to remove when the run fails before training.
@@ -55,6 +55,11 @@ def build_training(cfg: DictConfig, knobs: Knobs, data: DataSplits):
     drop = build("reg", cfg.reg.drop) if cfg.reg.get("drop") is not None else None
     model = build("model", cfg.model, in_shape=data.shape, num_classes=data.num_classes, drop=drop)
     model = model.to(knobs.device)
+    if knobs.mc_samples and not stochastic_layers(model):
+        raise ConfigError(
+            f"eval.mc_samples={knobs.mc_samples} needs a regularizer that draws masks, and this run's "
+            "reg draws none; use e.g. reg=dropout, or eval.mc_samples=null"
+        )
     optimizer = build("optimizer", cfg.optimizer)(l2_parameter_groups(model, knobs.wd), lr=knobs.lr)
     total_steps = knobs.epochs * math.ceil(len(data.train_y) / knobs.batch_size)
     scheduler = per_step(optimizer, build("schedule", cfg.schedule), total_steps)
@@ -86,6 +91,7 @@ def train_logged(cfg: DictConfig, knobs: Knobs, data: DataSplits, run_dir: Path)
             scheduler,
             on_epoch,
             progress=sys.stderr.isatty(),
+            mc_samples=knobs.mc_samples,
         )
         scalars.log(result.final, knobs.epochs)
     finally:

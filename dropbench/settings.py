@@ -24,6 +24,7 @@ class Knobs:
     lr: float
     device: torch.device
     threads: int | None
+    mc_samples: int | None
 
 
 def _is_number(value: Any) -> bool:
@@ -65,6 +66,7 @@ def check_knobs(values: dict[str, Any]) -> Knobs:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     threads = values.get("threads")
+    mc_samples = values.get("eval", {}).get("mc_samples")
     return Knobs(
         p=p,
         wd=_positive("wd", values["wd"], allow_zero=True),
@@ -75,4 +77,5 @@ def check_knobs(values: dict[str, Any]) -> Knobs:
         lr=_positive("lr", values["lr"]),
         device=resolve_device(values["device"]),
         threads=None if threads is None else _whole("threads", threads, 1),
+        mc_samples=None if mc_samples is None else _whole("eval.mc_samples", mc_samples, 1),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dropbench.data import DataSplits, iterate_batches
+from dropbench.metrics import prediction_metrics
 
 #: One epoch's metrics, named ``split/metric`` (``train/loss``, ``val/acc``, ...).
 Metrics = dict[str, float]
@@ -63,17 +65,38 @@ def train_epoch(
     return {"train/loss": loss_sum.item() / n, "train/acc": correct.item() / n}
 
 
+def stochastic_layers(model: nn.Module) -> list[nn.Module]:
+    """The regularizer layers that draw random masks (they mark themselves ``stochastic = True``)."""
+    return [m for m in model.modules() if getattr(m, "stochastic", False)]
+
+
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, split: str) -> Metrics:
-    """Mean cross-entropy and accuracy of ``model`` in eval mode, as ``{split}/loss`` and ``{split}/acc``."""
+def predict_log_probs(model: nn.Module, x: torch.Tensor, batch_size: int, samples: int = 1) -> torch.Tensor:
+    """(N, classes) log-probabilities of ``model`` in eval mode.
+
+    ``samples`` > 1 is MC dropout (Gal & Ghahramani 2016): the stochastic regularizer layers
+    stay in training mode and the softmax outputs of ``samples`` passes are averaged (in log
+    space, with logaddexp, so that tiny probabilities keep their precision).
+    """
     model.eval()
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
-    for inputs, targets in iterate_batches(x, y, batch_size):
-        logits = model(inputs)
-        loss_sum += F.cross_entropy(logits, targets, reduction="sum")
-        correct += (logits.argmax(dim=1) == targets).sum()
-    return {f"{split}/loss": loss_sum.item() / len(y), f"{split}/acc": correct.item() / len(y)}
+    for layer in stochastic_layers(model) if samples > 1 else []:
+        layer.train()
+    outputs = []
+    for start in range(0, len(x), batch_size):
+        inputs = x[start : start + batch_size]
+        summed = model(inputs).log_softmax(dim=1)
+        for _ in range(samples - 1):
+            summed = torch.logaddexp(summed, model(inputs).log_softmax(dim=1))
+        outputs.append(summed - math.log(samples))
+    model.eval()
+    return torch.cat(outputs)
+
+
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, split: str, samples: int = 1
+) -> Metrics:
+    """``{split}/loss``, ``/acc``, ``/nll`` and ``/ece`` of ``model`` on (x, y); see :mod:`.metrics`."""
+    return prediction_metrics(predict_log_probs(model, x, batch_size, samples), y, split)
 
 
 def fit(
@@ -87,11 +110,13 @@ def fit(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     on_epoch: Callable[[Metrics], None] = lambda row: None,
     progress: bool = False,
+    mc_samples: int | None = None,
 ) -> FitResult:
     """Train for ``epochs``, validating after each; test the best-validation and the last weights.
 
     Model selection uses validation accuracy (ties go to the lower validation loss), never
     the test split. ``on_epoch`` receives each epoch's row as soon as it exists (for logging).
+    ``mc_samples`` adds ``test_mc/*``: MC dropout over that many passes, best-validation weights.
     """
     history: list[Metrics] = []
     best_key, best_epoch, best_state = None, 0, {}
@@ -110,10 +135,9 @@ def fit(
         key = (row["val/acc"], -row["val/loss"])
         if best_key is None or key > best_key:
             best_key, best_epoch, best_state = key, epoch, copy.deepcopy(model.state_dict())
-    final = {
-        f"test_last/{k.split('/')[1]}": v
-        for k, v in evaluate(model, data.test_x, data.test_y, eval_batch_size, "test").items()
-    }
+    final = evaluate(model, data.test_x, data.test_y, eval_batch_size, "test_last")
     model.load_state_dict(best_state)
     final.update(evaluate(model, data.test_x, data.test_y, eval_batch_size, "test"))
+    if mc_samples:
+        final.update(evaluate(model, data.test_x, data.test_y, eval_batch_size, "test_mc", mc_samples))
     return FitResult(history, best_epoch, final, train_seconds, epochs * len(data.train_y), best_state)

@@ -141,6 +141,17 @@ def test_multirun_sweeps_p_and_seed_into_readable_folders(dropbench, tmp_path):
     assert names == {f"mnist_mlp_dropout_p{p}_seed{s}" for p in (0.1, 0.5) for s in (0, 1)}
 
 
+def test_mc_dropout_adds_test_mc_metrics(dropbench, tmp_path):
+    done = dropbench("run", *SMALL_MODEL["mlp"], *TINY, "epochs=1", "eval.mc_samples=4")
+    assert done.returncode == 0, done.stderr
+    [run_dir] = run_dirs(tmp_path / "results")
+    final = json.loads((run_dir / "metrics.json").read_text())["final"]
+    for split in ("test", "test_mc"):
+        assert {f"{split}/{m}" for m in ("acc", "nll", "ece")} <= set(final)
+    assert final["test_mc/nll"] != final["test/nll"]
+    assert "test_mc/ece" in read_scalars(run_dir)
+
+
 BAD_INPUTS = {
     "p=1.0": "p=1.0",
     "p=-0.1": "p=-0.1",
@@ -154,17 +165,19 @@ BAD_INPUTS = {
     "epochs=0": "epochs=0",
     "batch_size=0": "batch_size=0",
     "device=tpu": "device='tpu'",
+    "eval.mc_samples=0": "eval.mc_samples=0",
+    "reg=none eval.mc_samples=5": "eval.mc_samples=5",
 }
 
 
 @pytest.mark.parametrize("bad", BAD_INPUTS)
 def test_bad_input_fails_with_one_line_and_leaves_no_run(dropbench, tmp_path, bad):
-    done = dropbench("run", *SMALL_MODEL["mlp"], *TINY, bad)
+    done = dropbench("run", *SMALL_MODEL["mlp"], *TINY, *bad.split())
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dropbench: error: "), done.stderr
     assert BAD_INPUTS[bad] in lines[0]
-    assert "valid" in lines[0] or "must be" in lines[0] or "[0, 1)" in lines[0]
+    assert any(hint in lines[0] for hint in ("valid", "must be", "[0, 1)", "use "))
     assert "Traceback" not in done.stderr + done.stdout
     assert not list((tmp_path / "results").rglob("metrics.json")) and not run_dirs(tmp_path / "results")
 

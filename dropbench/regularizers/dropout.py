@@ -73,6 +73,8 @@ class Dropout(nn.Module):
     Identity in ``eval()`` mode and at ``p == 0``.
     """
 
+    stochastic = True  # draws random masks: MC dropout keeps it in training mode at test time
+
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
         self.p = check_drop_probability(p)
