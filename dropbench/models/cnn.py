@@ -8,7 +8,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from dropbench.models.common import DropFactory, make_drop
+from dropbench.models.common import DropFactory, classifier_head
 
 
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -48,12 +48,7 @@ class CNN(nn.Module):
         self.features = nn.Sequential(*(conv_block(a, b) for a, b in pairwise(widths)))
         scale = 2 ** len(channels)
         flat = channels[-1] * (height // scale) * (width // scale)
-        head: list[nn.Module] = [nn.Flatten()]
-        for units in fc:
-            head += [nn.Linear(flat, units), nn.ReLU(), make_drop(drop)]
-            flat = units
-        head.append(nn.Linear(flat, num_classes))
-        self.head = nn.Sequential(*head)
+        self.head = classifier_head(flat, fc, num_classes, drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dropbench.models.common import DropFactory, make_drop
+from dropbench.models.common import DropFactory, classifier_head
 
 
 class MLP(nn.Module):
@@ -29,13 +29,7 @@ class MLP(nn.Module):
         super().__init__()
         if not hidden or any(h < 1 for h in hidden):
             raise ValueError(f"model.hidden={list(hidden)} must list at least one layer size >= 1")
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = math.prod(in_shape)
-        for units in hidden:
-            layers += [nn.Linear(width, units), nn.ReLU(), make_drop(drop)]
-            width = units
-        layers.append(nn.Linear(width, num_classes))
-        self.net = nn.Sequential(*layers)
+        self.net = classifier_head(math.prod(in_shape), hidden, num_classes, drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
