@@ -25,7 +25,7 @@ from dropbench import __version__
 from dropbench.data import DataSplits
 from dropbench.errors import ConfigError, DropbenchError
 from dropbench.record import METRICS_FILE, ScalarLog, git_commit, write_json_atomic
-from dropbench.regularizers import l2_parameter_groups
+from dropbench.regularizers import apply_max_norm, check_combination, hidden_weights, l2_parameter_groups
 from dropbench.schedules import per_step
 from dropbench.settings import Knobs, check_knobs
 from dropbench.train import FitResult, Metrics, fit, stochastic_layers
@@ -52,8 +52,8 @@ def build(group: str, node: Any, **kwargs: Any) -> Any:
 def build_training(cfg: DictConfig, knobs: Knobs, data: DataSplits):
     """Model (with its regularizer), optimizer over L2 parameter groups, and per-step schedule."""
     torch.manual_seed(knobs.seed)  # weight init and regularizer masks
-    drop = build("reg", cfg.reg.drop) if cfg.reg.get("drop") is not None else None
-    model = build("model", cfg.model, in_shape=data.shape, num_classes=data.num_classes, drop=drop)
+    layers = {slot: build("reg", node) for slot, node in cfg.reg.layers.items() if node is not None}
+    model = build("model", cfg.model, in_shape=data.shape, num_classes=data.num_classes, **layers)
     model = model.to(knobs.device)
     if knobs.mc_samples and not stochastic_layers(model):
         raise ConfigError(
@@ -61,6 +61,9 @@ def build_training(cfg: DictConfig, knobs: Knobs, data: DataSplits):
             "reg draws none; use e.g. reg=dropout, or eval.mc_samples=null"
         )
     optimizer = build("optimizer", cfg.optimizer)(l2_parameter_groups(model, knobs.wd), lr=knobs.lr)
+    if knobs.max_norm is not None:  # projected after every step, as in the Dropout paper
+        weights = hidden_weights(model)
+        optimizer.register_step_post_hook(lambda *_: apply_max_norm(weights, knobs.max_norm))
     total_steps = knobs.epochs * math.ceil(len(data.train_y) / knobs.batch_size)
     scheduler = per_step(optimizer, build("schedule", cfg.schedule), total_steps)
     return model, optimizer, scheduler
@@ -111,7 +114,13 @@ def make_record(
     best = result.history[result.best_epoch - 1]
     essentials = {group: choices.get(group) for group in ("dataset", "model", "reg", "optimizer", "schedule")}
     essentials.update(
-        p=knobs.p, wd=knobs.wd, seed=knobs.seed, epochs=knobs.epochs, batch_size=knobs.batch_size, lr=knobs.lr
+        p=knobs.p,
+        wd=knobs.wd,
+        max_norm=knobs.max_norm,
+        seed=knobs.seed,
+        epochs=knobs.epochs,
+        batch_size=knobs.batch_size,
+        lr=knobs.lr,
     )
     return {
         "status": "finished",
@@ -147,6 +156,7 @@ def train_run(cfg: DictConfig, run_dir: Path, choices: dict[str, str]) -> dict[s
     """Validate, load, train and describe one run; returns the ``metrics.json`` payload."""
     started = time.perf_counter()
     knobs = check_knobs(OmegaConf.to_container(cfg, resolve=True))
+    check_combination(choices["model"], choices["reg"])
     if knobs.threads:
         torch.set_num_threads(knobs.threads)
     data = build("dataset", cfg.dataset, device=knobs.device)

@@ -25,6 +25,7 @@ class Knobs:
     device: torch.device
     threads: int | None
     mc_samples: int | None
+    max_norm: float | None
 
 
 def _is_number(value: Any) -> bool:
@@ -67,6 +68,7 @@ def check_knobs(values: dict[str, Any]) -> Knobs:
         raise ConfigError(str(error)) from None
     threads = values.get("threads")
     mc_samples = values.get("eval", {}).get("mc_samples")
+    max_norm = values.get("max_norm")
     return Knobs(
         p=p,
         wd=_positive("wd", values["wd"], allow_zero=True),
@@ -78,4 +80,5 @@ def check_knobs(values: dict[str, Any]) -> Knobs:
         device=resolve_device(values["device"]),
         threads=None if threads is None else _whole("threads", threads, 1),
         mc_samples=None if mc_samples is None else _whole("eval.mc_samples", mc_samples, 1),
+        max_norm=None if max_norm is None else _positive("max_norm", max_norm),
     )

@@ -77,7 +77,7 @@ def test_run_trains_and_records_every_model_on_both_image_families(dropbench, tm
         assert part in run_dir.name
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     resolved = yaml.safe_load((run_dir / "resolved_config.yaml").read_text())
-    assert resolved["p"] == 0.3 and resolved["reg"]["drop"]["p"] == 0.3
+    assert resolved["p"] == 0.3 and resolved["reg"]["layers"]["drop"]["p"] == 0.3
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "finished"
     assert record["config"] == {
@@ -88,6 +88,7 @@ def test_run_trains_and_records_every_model_on_both_image_families(dropbench, tm
         "schedule": "cosine",
         "p": 0.3,
         "wd": 0.0,
+        "max_norm": None,
         "seed": 0,
         "epochs": 2,
         "batch_size": 16,
@@ -152,6 +153,22 @@ def test_mc_dropout_adds_test_mc_metrics(dropbench, tmp_path):
     assert "test_mc/ece" in read_scalars(run_dir)
 
 
+def test_dropout_paper_options_run_end_to_end(dropbench, tmp_path):
+    done = dropbench(
+        "run", *SMALL_MODEL["mlp"], *TINY, "epochs=1", "reg.input_p=0.2", "reg.form=original", "max_norm=3.0"
+    )
+    assert done.returncode == 0, done.stderr
+    [run_dir] = run_dirs(tmp_path / "results")
+    resolved = yaml.safe_load((run_dir / "resolved_config.yaml").read_text())
+    assert resolved["reg"]["layers"]["input_drop"] == {
+        "_target_": "dropbench.regularizers.Dropout",
+        "_partial_": True,
+        "p": 0.2,
+        "form": "original",
+    }
+    assert json.loads((run_dir / "metrics.json").read_text())["config"]["max_norm"] == 3.0
+
+
 BAD_INPUTS = {
     "p=1.0": "p=1.0",
     "p=-0.1": "p=-0.1",
@@ -166,6 +183,8 @@ BAD_INPUTS = {
     "batch_size=0": "batch_size=0",
     "device=tpu": "device='tpu'",
     "eval.mc_samples=0": "eval.mc_samples=0",
+    "max_norm=-1": "max_norm=-1",
+    "reg.form=gaussian": "form='gaussian'",
     "reg=none eval.mc_samples=5": "eval.mc_samples=5",
 }
 

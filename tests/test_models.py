@@ -38,7 +38,7 @@ def test_regularizer_is_active_in_training_and_off_in_eval(model_class):
 def test_no_regularizer_means_identity_layers():
     model = MLP((1, 28, 28), 10, hidden=(32, 16), drop=None)
     assert sum(isinstance(m, Dropout) for m in model.modules()) == 0
-    assert sum(isinstance(m, nn.Identity) for m in model.modules()) == 2
+    assert sum(isinstance(m, nn.Identity) for m in model.modules()) == 3  # input + two hidden
 
 
 def test_mlp_places_dropout_after_each_hidden_activation():
@@ -69,3 +69,21 @@ def test_bad_model_sizes_fail_clearly():
         MLP((1, 28, 28), 10, hidden=())
     with pytest.raises(ValueError, match="model.layers"):
         LSTM((1, 28, 28), 10, layers=0)
+
+
+def test_regularizer_slots_place_layers_where_the_model_has_them():
+    drop = partial(Dropout, p=0.5)
+    mlp = MLP((1, 28, 28), 10, hidden=(16, 8), input_drop=partial(Dropout, p=0.2), drop=drop)
+    assert isinstance(mlp.input_drop, Dropout) and mlp.input_drop.p == 0.2
+    cnn = CNN((3, 32, 32), 10, channels=(4, 8), conv_drop=drop, input_drop=drop)
+    assert [type(block[1]).__name__ for block in cnn.features] == ["Dropout", "Dropout"]
+    made = []
+
+    def linear(n_in, n_out):
+        made.append((n_in, n_out))
+        return nn.Linear(n_in, n_out)
+
+    MLP((1, 28, 28), 10, hidden=(16, 8), linear=linear)
+    assert made == [(784, 16), (16, 8)]  # hidden layers only: the output layer stays plain
+    lstm = LSTM((1, 28, 28), 10, hidden=8, layers=2, rnn=partial(nn.GRU, batch_first=True))
+    assert [type(r).__name__ for r in lstm.rnns] == ["GRU", "GRU"]

@@ -4,7 +4,16 @@ import pytest
 import torch
 from torch import nn
 
-from dropbench.regularizers import Dropout, check_drop_probability, dropout, l2_parameter_groups, l2_penalty
+from dropbench.models import CNN, MLP
+from dropbench.regularizers import (
+    Dropout,
+    apply_max_norm,
+    check_drop_probability,
+    dropout,
+    hidden_weights,
+    l2_parameter_groups,
+    l2_penalty,
+)
 from dropbench.regularizers.dropout import keep_mask
 
 
@@ -103,3 +112,47 @@ def test_l2_groups_collapse_to_one_without_decay():
     model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
     [group] = l2_parameter_groups(model, 0.0)
     assert group["weight_decay"] == 0.0 and len(group["params"]) == 4
+
+
+def test_original_form_is_unscaled_in_training_and_scaled_at_test():
+    torch.manual_seed(4)
+    x = torch.ones(400, 500)
+    layer = Dropout(0.3, form="original").train()
+    y = layer(x)
+    assert set(y.unique().tolist()) == {0.0, 1.0}  # survivors keep their value
+    assert abs(y.mean().item() - 0.7) < 0.005  # E[train output] = (1 - p) x
+    assert torch.allclose(layer.eval()(x), 0.7 * x)  # = the test output
+    with pytest.raises(ValueError, match="valid: inverted, original"):
+        Dropout(0.3, form="gaussian")
+
+
+def test_original_and_inverted_nets_agree_at_test_time_after_reparametrisation():
+    """A net trained with original dropout equals, at test time, the inverted-dropout net whose
+    weights after each dropout layer are scaled by (1 - p): the two forms are one model."""
+    torch.manual_seed(5)
+    p = 0.4
+    original = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), Dropout(p, form="original"), nn.Linear(8, 3))
+    inverted = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), Dropout(p), nn.Linear(8, 3))
+    inverted.load_state_dict(original.state_dict())
+    with torch.no_grad():
+        inverted[3].weight.mul_(1 - p)
+    x = torch.randn(10, 6)
+    assert torch.allclose(original.eval()(x), inverted.eval()(x), atol=1e-6)
+
+
+def test_max_norm_caps_each_hidden_units_incoming_weights():
+    torch.manual_seed(6)
+    model = MLP((1, 4, 4), 3, hidden=(8, 8))
+    with torch.no_grad():
+        for w in hidden_weights(model):
+            w.mul_(10)
+        model.net[1].weight[0] = 0.01  # a short row must stay as it is
+    short_row = model.net[1].weight[0].clone()
+    classifier_before = model.classifier.weight.clone()
+    apply_max_norm(hidden_weights(model), 2.0)
+    for w in hidden_weights(model):
+        assert w.norm(dim=1).max() <= 2.0 + 1e-5
+    assert torch.equal(model.net[1].weight[0], short_row)
+    assert torch.equal(model.classifier.weight, classifier_before)  # output units are not hidden
+    conv = CNN((1, 8, 8), 3, channels=(4,), fc=(5,))
+    assert len(hidden_weights(conv)) == 2  # the conv kernel and the head's hidden layer

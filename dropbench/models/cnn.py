@@ -8,7 +8,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from dropbench.models.common import DropFactory, classifier_head
+from dropbench.models.common import DropFactory, LinearFactory, classifier_head, make_drop
 
 
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -21,11 +21,13 @@ def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class CNN(nn.Module):
-    """[conv block] per entry of ``channels`` -> flatten -> [Linear -> ReLU -> drop] per ``fc`` -> Linear.
+    """input_drop -> [conv block -> conv_drop] per entry of ``channels`` -> flatten ->
+    [Linear -> ReLU -> drop] per ``fc`` -> Linear.
 
     Every size follows from ``in_shape`` (C, H, W): the flattened width is
-    channels[-1] * (H // 2**blocks) * (W // 2**blocks). The regularizer sits after each
-    hidden activation of the head (conv-map regularizers arrive with their own slot).
+    channels[-1] * (H // 2**blocks) * (W // 2**blocks). Regularizer slots: ``drop`` (head),
+    ``conv_drop`` (after each conv block), ``linear`` (the head's hidden layers) and
+    ``input_drop`` (on the input pixels).
     Input: (N, C, H, W); output: (N, num_classes) logits.
     """
 
@@ -36,6 +38,9 @@ class CNN(nn.Module):
         channels: Sequence[int] = (32, 64),
         fc: Sequence[int] = (256,),
         drop: DropFactory | None = None,
+        conv_drop: DropFactory | None = None,
+        linear: LinearFactory | None = None,
+        input_drop: DropFactory | None = None,
     ) -> None:
         super().__init__()
         in_channels, height, width = in_shape
@@ -44,11 +49,18 @@ class CNN(nn.Module):
                 f"model.channels={list(channels)}: {len(channels)} blocks halve a {height}x{width} image "
                 f"below 1 pixel; use between 1 and {min(height, width).bit_length() - 1} blocks"
             )
+        self.input_drop = make_drop(input_drop)
         widths = [in_channels, *channels]
-        self.features = nn.Sequential(*(conv_block(a, b) for a, b in pairwise(widths)))
+        self.features = nn.Sequential(
+            *(nn.Sequential(conv_block(a, b), make_drop(conv_drop)) for a, b in pairwise(widths))
+        )
         scale = 2 ** len(channels)
         flat = channels[-1] * (height // scale) * (width // scale)
-        self.head = classifier_head(flat, fc, num_classes, drop)
+        self.head = classifier_head(flat, fc, num_classes, drop, linear)
+
+    @property
+    def classifier(self) -> nn.Module:
+        return self.head[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(self.features(self.input_drop(x)))

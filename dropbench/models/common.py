@@ -1,4 +1,16 @@
-"""What every model shares: the type of a regularizer factory and how to place one."""
+"""What every model shares: the regularizer slots and how to fill them.
+
+A regularizer reaches a model as factories, one per place it acts (``configs/reg/*.yaml``,
+``layers:``), and a model accepts only the places it has:
+
+- ``drop``: after every hidden activation (dropout);
+- ``input_drop``: on the input units (the Dropout paper's input dropout);
+- ``conv_drop``: after every conv block (spatial dropout);
+- ``linear``: builds the hidden fully connected layers (DropConnect), ``(in, out) -> module``;
+- ``rnn``: builds each LSTM layer (variational dropout, weight drop), ``(in, hidden) -> module``.
+
+An empty slot means the plain layer (``nn.Identity``, ``nn.Linear``, ``nn.LSTM``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +20,8 @@ from torch import nn
 
 #: Makes one regularizer layer (e.g. ``functools.partial(Dropout, p=0.5)``).
 DropFactory = Callable[[], nn.Module]
+#: Makes a fully connected layer from (in_features, out_features).
+LinearFactory = Callable[[int, int], nn.Module]
 
 
 def make_drop(drop: DropFactory | None) -> nn.Module:
@@ -16,15 +30,21 @@ def make_drop(drop: DropFactory | None) -> nn.Module:
 
 
 def classifier_head(
-    width: int, hidden: Sequence[int], num_classes: int, drop: DropFactory | None
+    width: int,
+    hidden: Sequence[int],
+    num_classes: int,
+    drop: DropFactory | None = None,
+    linear: LinearFactory | None = None,
 ) -> nn.Sequential:
     """Flatten -> [Linear -> ReLU -> drop] per entry of ``hidden`` -> Linear to ``num_classes``.
 
-    The regularizer follows each hidden activation, where the Dropout paper puts it.
+    The regularizer follows each hidden activation, where the Dropout paper puts it; ``linear``
+    (DropConnect) builds the hidden layers, while the output layer stays a plain ``nn.Linear``.
     """
+    make_linear = linear or nn.Linear
     layers: list[nn.Module] = [nn.Flatten()]
     for units in hidden:
-        layers += [nn.Linear(width, units), nn.ReLU(), make_drop(drop)]
+        layers += [make_linear(width, units), nn.ReLU(), make_drop(drop)]
         width = units
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import pairwise
 
 import torch
 from torch import nn
 
 from dropbench.models.common import DropFactory, make_drop
+
+#: Makes one recurrent layer from (input_size, hidden_size).
+RNNFactory = Callable[[int, int], nn.Module]
 
 
 def image_rows(x: torch.Tensor) -> torch.Tensor:
@@ -21,11 +25,15 @@ def image_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 class LSTM(nn.Module):
-    """Row-sequential image classifier: stacked single-layer ``nn.LSTM`` -> last hidden state -> Linear.
+    """Row-sequential image classifier: input_drop -> stacked single-layer LSTMs -> last hidden
+    state -> Linear.
 
-    Layers are separate ``nn.LSTM`` modules (each still the fused kernel) so that the
-    regularizer can sit between them on the whole output sequence and after the last
-    layer on the final hidden state. Input: (N, C, H, W); output: (N, num_classes) logits.
+    Layers are separate modules (``nn.LSTM`` by default, each still the fused kernel) so that
+    ``drop`` can sit between them on the whole output sequence and after the last layer on the
+    final hidden state. Regularizer slots: ``drop``, ``input_drop`` (on the (N, T, F) input
+    sequence) and ``rnn`` (builds each layer, ``(input_size, hidden_size) -> module`` returning
+    ``(output, (h_n, c_n))`` like a batch-first ``nn.LSTM``).
+    Input: (N, C, H, W); output: (N, num_classes) logits.
     """
 
     def __init__(
@@ -35,18 +43,22 @@ class LSTM(nn.Module):
         hidden: int = 128,
         layers: int = 1,
         drop: DropFactory | None = None,
+        input_drop: DropFactory | None = None,
+        rnn: RNNFactory | None = None,
     ) -> None:
         super().__init__()
         if hidden < 1 or layers < 1:
             raise ValueError(f"model.hidden={hidden} and model.layers={layers} must both be >= 1")
         channels, _, width = in_shape
         sizes = [width * channels] + [hidden] * layers
-        self.rnns = nn.ModuleList(nn.LSTM(a, b, batch_first=True) for a, b in pairwise(sizes))
+        make_rnn = rnn or partial(nn.LSTM, batch_first=True)
+        self.input_drop = make_drop(input_drop)
+        self.rnns = nn.ModuleList(make_rnn(a, b) for a, b in pairwise(sizes))
         self.drops = nn.ModuleList(make_drop(drop) for _ in range(layers))
         self.classifier = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sequence = image_rows(x)
+        sequence = self.input_drop(image_rows(x))
         for rnn, drop in zip(self.rnns[:-1], self.drops[:-1], strict=True):
             sequence = drop(rnn(sequence)[0])
         _, (h_last, _) = self.rnns[-1](sequence)

@@ -8,14 +8,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dropbench.models.common import DropFactory, classifier_head
+from dropbench.models.common import DropFactory, LinearFactory, classifier_head, make_drop
 
 
 class MLP(nn.Module):
-    """Flatten -> [Linear -> ReLU -> drop] per hidden layer -> Linear.
+    """input_drop -> Flatten -> [Linear -> ReLU -> drop] per hidden layer -> Linear.
 
-    ``in_shape`` is the image shape (C, H, W); the input layer has C*H*W units.
-    The regularizer sits after each hidden activation, where the Dropout paper puts it.
+    ``in_shape`` is the image shape (C, H, W); the input layer has C*H*W units. Regularizer
+    slots: ``drop``, ``input_drop`` and ``linear`` (see :mod:`dropbench.models.common`).
     Input: (N, C, H, W) floats; output: (N, num_classes) logits.
     """
 
@@ -25,11 +25,18 @@ class MLP(nn.Module):
         num_classes: int,
         hidden: Sequence[int] = (800, 800),
         drop: DropFactory | None = None,
+        input_drop: DropFactory | None = None,
+        linear: LinearFactory | None = None,
     ) -> None:
         super().__init__()
         if not hidden or any(h < 1 for h in hidden):
             raise ValueError(f"model.hidden={list(hidden)} must list at least one layer size >= 1")
-        self.net = classifier_head(math.prod(in_shape), hidden, num_classes, drop)
+        self.input_drop = make_drop(input_drop)
+        self.net = classifier_head(math.prod(in_shape), hidden, num_classes, drop, linear)
+
+    @property
+    def classifier(self) -> nn.Module:
+        return self.net[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(self.input_drop(x))

@@ -1,11 +1,25 @@
 """Regularizers: each a pure function plus a thin ``nn.Module`` (``configs/reg/*.yaml``).
 
-Models receive a regularizer as a factory (``drop: Callable[[], nn.Module]``) and place one
-layer after every hidden activation; ``None`` means no layer there (``nn.Identity``).
-L2 is not a layer: it is the optimizer's weight decay on weights only (see :mod:`.l2`).
+Models receive a regularizer as factories, one per place it acts (``layers:`` in the reg's
+yaml; the places are listed in :mod:`dropbench.models.common`). L2 is not a layer: it is the
+optimizer's weight decay on weights only (:mod:`.l2`); max-norm is a projection after each
+optimizer step (:mod:`.maxnorm`). Which regularizer fits which model: :mod:`.combinations`.
 """
 
-from dropbench.regularizers.dropout import Dropout, check_drop_probability, dropout
+from dropbench.regularizers.combinations import INVALID, check_combination
+from dropbench.regularizers.dropout import Dropout, check_drop_probability, dropout, original_dropout
 from dropbench.regularizers.l2 import l2_parameter_groups, l2_penalty
+from dropbench.regularizers.maxnorm import apply_max_norm, hidden_weights
 
-__all__ = ["Dropout", "check_drop_probability", "dropout", "l2_parameter_groups", "l2_penalty"]
+__all__ = [
+    "INVALID",
+    "Dropout",
+    "apply_max_norm",
+    "check_combination",
+    "check_drop_probability",
+    "dropout",
+    "hidden_weights",
+    "l2_parameter_groups",
+    "l2_penalty",
+    "original_dropout",
+]

@@ -67,20 +67,43 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     return x * keep.to(x.dtype).mul_(1.0 / (1.0 - drawn_p))
 
 
-class Dropout(nn.Module):
-    """Module form of :func:`dropout`; shape-preserving, (N, *) -> (N, *).
+def original_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Dropout in the paper's original form: survivors are NOT rescaled in training, and at test
+    time the output is multiplied by the keep probability 1-p (the same as scaling the next
+    layer's outgoing weights by 1-p, the paper's formulation). So E[training output] = (1-p) x =
+    test output (up to the 2**-16 rounding of p in the mask). A network trained this way gives
+    the same test outputs as one trained with :func:`dropout` would if its weights after this
+    layer were 1/(1-p) larger: the two forms differ only by that reparametrisation.
+    """
+    if p == 0.0:
+        return x
+    if not training:
+        return x * (1.0 - p)
+    keep, _ = keep_mask(x.shape, p, x.device)
+    return x * keep.to(x.dtype)
 
-    Identity in ``eval()`` mode and at ``p == 0``.
+
+FORMS = {"inverted": dropout, "original": original_dropout}
+
+
+class Dropout(nn.Module):
+    """Module form of :func:`dropout` (``form="inverted"``, the default) or of
+    :func:`original_dropout` (``form="original"``); shape-preserving, (N, *) -> (N, *).
+
+    Inverted: identity in ``eval()`` mode. Both forms: identity at ``p == 0``.
     """
 
     stochastic = True  # draws random masks: MC dropout keeps it in training mode at test time
 
-    def __init__(self, p: float = 0.5) -> None:
+    def __init__(self, p: float = 0.5, form: str = "inverted") -> None:
         super().__init__()
+        if form not in FORMS:
+            raise ValueError(f"form={form!r} is not a dropout form; valid: {', '.join(FORMS)}")
         self.p = check_drop_probability(p)
+        self.form = form
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
+        return FORMS[self.form](x, self.p, self.training)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}" if self.form == "inverted" else f"p={self.p}, form={self.form}"
