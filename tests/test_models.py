@@ -75,7 +75,7 @@ def test_regularizer_slots_place_layers_where_the_model_has_them():
     drop = partial(Dropout, p=0.5)
     mlp = MLP((1, 28, 28), 10, hidden=(16, 8), input_drop=partial(Dropout, p=0.2), drop=drop)
     assert isinstance(mlp.input_drop, Dropout) and mlp.input_drop.p == 0.2
-    cnn = CNN((3, 32, 32), 10, channels=(4, 8), conv_drop=drop, input_drop=drop)
+    cnn = CNN((3, 32, 32), 10, channels=(4, 8), channel_drop=drop, input_drop=drop)
     assert [type(block[1]).__name__ for block in cnn.features] == ["Dropout", "Dropout"]
     made = []
 

@@ -15,3 +15,12 @@ def test_every_config_folder_ships_in_the_wheel():
     for folder in folders:
         relative = folder.relative_to(ROOT / "configs").parts
         assert ".".join(("dropbench", "configs", *relative)) in packages, folder
+
+
+def test_readme_states_the_model_reg_table_of_the_code():
+    from dropbench.regularizers import INVALID
+
+    readme = (ROOT / "README.md").read_text()
+    rows = {tuple(cell.strip() for cell in line.strip("|").split("|")) for line in readme.splitlines()}
+    for (model, reg), reason in INVALID.items():
+        assert (model, reg, reason) in rows, (model, reg)

@@ -21,12 +21,12 @@ def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class CNN(nn.Module):
-    """input_drop -> [conv block -> conv_drop] per entry of ``channels`` -> flatten ->
+    """input_drop -> [conv block -> channel_drop] per entry of ``channels`` -> flatten ->
     [Linear -> ReLU -> drop] per ``fc`` -> Linear.
 
     Every size follows from ``in_shape`` (C, H, W): the flattened width is
     channels[-1] * (H // 2**blocks) * (W // 2**blocks). Regularizer slots: ``drop`` (head),
-    ``conv_drop`` (after each conv block), ``linear`` (the head's hidden layers) and
+    ``channel_drop`` (after each conv block), ``linear`` (the head's hidden layers) and
     ``input_drop`` (on the input pixels).
     Input: (N, C, H, W); output: (N, num_classes) logits.
     """
@@ -38,7 +38,7 @@ class CNN(nn.Module):
         channels: Sequence[int] = (32, 64),
         fc: Sequence[int] = (256,),
         drop: DropFactory | None = None,
-        conv_drop: DropFactory | None = None,
+        channel_drop: DropFactory | None = None,
         linear: LinearFactory | None = None,
         input_drop: DropFactory | None = None,
     ) -> None:
@@ -52,7 +52,7 @@ class CNN(nn.Module):
         self.input_drop = make_drop(input_drop)
         widths = [in_channels, *channels]
         self.features = nn.Sequential(
-            *(nn.Sequential(conv_block(a, b), make_drop(conv_drop)) for a, b in pairwise(widths))
+            *(nn.Sequential(conv_block(a, b), make_drop(channel_drop)) for a, b in pairwise(widths))
         )
         scale = 2 ** len(channels)
         flat = channels[-1] * (height // scale) * (width // scale)

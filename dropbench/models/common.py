@@ -5,7 +5,8 @@ A regularizer reaches a model as factories, one per place it acts (``configs/reg
 
 - ``drop``: after every hidden activation (dropout);
 - ``input_drop``: on the input units (the Dropout paper's input dropout);
-- ``conv_drop``: after every conv block (spatial dropout);
+- ``channel_drop``: on whole channels, given as (N, C, *positions): after every conv block
+  (CNN), and on the input sequence's feature channels over all time steps (LSTM);
 - ``linear``: builds the hidden fully connected layers (DropConnect), ``(in, out) -> module``;
 - ``rnn``: builds each LSTM layer (variational dropout, weight drop), ``(in, hidden) -> module``.
 

@@ -31,7 +31,8 @@ class LSTM(nn.Module):
     Layers are separate modules (``nn.LSTM`` by default, each still the fused kernel) so that
     ``drop`` can sit between them on the whole output sequence and after the last layer on the
     final hidden state. Regularizer slots: ``drop``, ``input_drop`` (on the (N, T, F) input
-    sequence) and ``rnn`` (builds each layer, ``(input_size, hidden_size) -> module`` returning
+    sequence), ``channel_drop`` (whole input features, over all time steps) and ``rnn``
+    (builds each layer, ``(input_size, hidden_size) -> module`` returning
     ``(output, (h_n, c_n))`` like a batch-first ``nn.LSTM``).
     Input: (N, C, H, W); output: (N, num_classes) logits.
     """
@@ -44,6 +45,7 @@ class LSTM(nn.Module):
         layers: int = 1,
         drop: DropFactory | None = None,
         input_drop: DropFactory | None = None,
+        channel_drop: DropFactory | None = None,
         rnn: RNNFactory | None = None,
     ) -> None:
         super().__init__()
@@ -53,12 +55,16 @@ class LSTM(nn.Module):
         sizes = [width * channels] + [hidden] * layers
         make_rnn = rnn or partial(nn.LSTM, batch_first=True)
         self.input_drop = make_drop(input_drop)
+        self.channel_drop = make_drop(channel_drop)
         self.rnns = nn.ModuleList(make_rnn(a, b) for a, b in pairwise(sizes))
         self.drops = nn.ModuleList(make_drop(drop) for _ in range(layers))
         self.classifier = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sequence = self.input_drop(image_rows(x))
+        # (N, T, F) seen as (N, F, T): F channels over T positions, so a channel-wise
+        # regularizer drops a feature for the whole sequence (views, no copies)
+        sequence = self.channel_drop(sequence.transpose(1, 2)).transpose(1, 2)
         for rnn, drop in zip(self.rnns[:-1], self.drops[:-1], strict=True):
             sequence = drop(rnn(sequence)[0])
         _, (h_last, _) = self.rnns[-1](sequence)
