@@ -169,6 +169,14 @@ def test_dropout_paper_options_run_end_to_end(dropbench, tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["config"]["max_norm"] == 3.0
 
 
+@pytest.mark.parametrize("model", ["cnn", "lstm"])
+def test_spatial_dropout_runs_on_models_with_channels(dropbench, tmp_path, model):
+    done = dropbench("run", *SMALL_MODEL[model], *TINY, "epochs=1", "reg=spatial", "p=0.2")
+    assert done.returncode == 0, done.stderr
+    [run_dir] = run_dirs(tmp_path / "results")
+    assert json.loads((run_dir / "metrics.json").read_text())["config"]["reg"] == "spatial"
+
+
 BAD_INPUTS = {
     "p=1.0": "p=1.0",
     "p=-0.1": "p=-0.1",
@@ -184,6 +192,7 @@ BAD_INPUTS = {
     "device=tpu": "device='tpu'",
     "eval.mc_samples=0": "eval.mc_samples=0",
     "max_norm=-1": "max_norm=-1",
+    "reg=spatial": "reg=spatial does not apply to model=mlp",
     "reg.form=gaussian": "form='gaussian'",
     "reg=none eval.mc_samples=5": "eval.mc_samples=5",
 }

@@ -8,7 +8,7 @@ from torch import nn
 
 from dropbench.models import CNN, LSTM, MLP
 from dropbench.models.lstm import image_rows
-from dropbench.regularizers import Dropout
+from dropbench.regularizers import Dropout, SpatialDropout
 
 SHAPES = {"mnist": (1, 28, 28), "cifar": (3, 32, 32)}
 
@@ -87,3 +87,15 @@ def test_regularizer_slots_place_layers_where_the_model_has_them():
     assert made == [(784, 16), (16, 8)]  # hidden layers only: the output layer stays plain
     lstm = LSTM((1, 28, 28), 10, hidden=8, layers=2, rnn=partial(nn.GRU, batch_first=True))
     assert [type(r).__name__ for r in lstm.rnns] == ["GRU", "GRU"]
+
+
+def test_lstm_channel_drop_removes_whole_input_features_for_the_whole_sequence():
+    torch.manual_seed(7)
+    model = LSTM((1, 28, 28), 10, hidden=8, channel_drop=partial(SpatialDropout, p=0.5)).train()
+    x = torch.randn(6, 1, 28, 28, requires_grad=True)
+    model(x).sum().backward()
+    # row-pixel j of every row is input feature j: its gradient is zero at all 28 steps or at none
+    per_feature = (x.grad[:, 0] != 0).any(dim=1)  # (N, features): used at some step
+    everywhere = (x.grad[:, 0] != 0).all(dim=1)
+    assert torch.equal(per_feature, everywhere)
+    assert 0 < per_feature.float().mean() < 1

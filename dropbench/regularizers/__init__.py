@@ -10,6 +10,7 @@ from dropbench.regularizers.combinations import INVALID, check_combination
 from dropbench.regularizers.dropout import Dropout, check_drop_probability, dropout, original_dropout
 from dropbench.regularizers.l2 import l2_parameter_groups, l2_penalty
 from dropbench.regularizers.maxnorm import apply_max_norm, hidden_weights
+from dropbench.regularizers.spatial import SequenceChannelDropout, SpatialDropout, spatial_dropout
 
 __all__ = [
     "INVALID",
@@ -22,4 +23,7 @@ __all__ = [
     "l2_parameter_groups",
     "l2_penalty",
     "original_dropout",
+    "SequenceChannelDropout",
+    "SpatialDropout",
+    "spatial_dropout",
 ]
