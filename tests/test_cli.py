@@ -169,12 +169,15 @@ def test_dropout_paper_options_run_end_to_end(dropbench, tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["config"]["max_norm"] == 3.0
 
 
-@pytest.mark.parametrize("model", ["cnn", "lstm"])
-def test_spatial_dropout_runs_on_models_with_channels(dropbench, tmp_path, model):
-    done = dropbench("run", *SMALL_MODEL[model], *TINY, "epochs=1", "reg=spatial", "p=0.2")
+@pytest.mark.parametrize(("model", "reg"), [("cnn", "spatial"), ("lstm", "spatial"), ("lstm", "variational")])
+def test_structured_dropouts_run_on_the_models_they_fit(dropbench, tmp_path, model, reg):
+    done = dropbench(
+        "run", *SMALL_MODEL[model], *TINY, "epochs=1", f"reg={reg}", "p=0.2", "eval.mc_samples=2"
+    )
     assert done.returncode == 0, done.stderr
     [run_dir] = run_dirs(tmp_path / "results")
-    assert json.loads((run_dir / "metrics.json").read_text())["config"]["reg"] == "spatial"
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["config"]["reg"] == reg and "test_mc/acc" in record["final"]
 
 
 BAD_INPUTS = {
@@ -193,6 +196,7 @@ BAD_INPUTS = {
     "eval.mc_samples=0": "eval.mc_samples=0",
     "max_norm=-1": "max_norm=-1",
     "reg=spatial": "reg=spatial does not apply to model=mlp",
+    "reg=variational": "reg=variational does not apply to model=mlp",
     "reg.form=gaussian": "form='gaussian'",
     "reg=none eval.mc_samples=5": "eval.mc_samples=5",
 }

@@ -67,5 +67,6 @@ class LSTM(nn.Module):
         sequence = self.channel_drop(sequence.transpose(1, 2)).transpose(1, 2)
         for rnn, drop in zip(self.rnns[:-1], self.drops[:-1], strict=True):
             sequence = drop(rnn(sequence)[0])
-        _, (h_last, _) = self.rnns[-1](sequence)
-        return self.classifier(self.drops[-1](h_last[-1]))
+        # the last step's output (= h_n for nn.LSTM), so a regularizer's output mask reaches it
+        last = self.rnns[-1](sequence)[0][:, -1]
+        return self.classifier(self.drops[-1](last))

@@ -11,6 +11,7 @@ from dropbench.regularizers.dropout import Dropout, check_drop_probability, drop
 from dropbench.regularizers.l2 import l2_parameter_groups, l2_penalty
 from dropbench.regularizers.maxnorm import apply_max_norm, hidden_weights
 from dropbench.regularizers.spatial import SequenceChannelDropout, SpatialDropout, spatial_dropout
+from dropbench.regularizers.variational import NaiveDropoutLSTM, VariationalLSTM
 
 __all__ = [
     "INVALID",
@@ -26,4 +27,6 @@ __all__ = [
     "SequenceChannelDropout",
     "SpatialDropout",
     "spatial_dropout",
+    "NaiveDropoutLSTM",
+    "VariationalLSTM",
 ]

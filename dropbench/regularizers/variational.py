@@ -10,10 +10,12 @@ h_(t-1) and the output h_t, and reuse it at every time step (dropout as approxim
 inference over the weights). Zaremba et al. drop inputs and outputs with a fresh mask at every
 step and never touch the recurrence. ``p_*`` are *drop* probabilities in [0, 1).
 
-Speed: a time-constant input mask lets the input projection of all steps be one GEMM; only
-h_(t-1) @ W_hh^T loops over time. The loop and its hand-written backward run in one autograd
-node (:class:`_Recurrence`), so a step costs one GEMM and a few element-wise kernels each way,
-with no per-step autograd bookkeeping.
+Speed (training; evaluation is the fused ``nn.LSTM`` kernel): a time-constant input mask lets
+the input projection of all steps be one GEMM; only h_(t-1) @ W_hh^T loops over time. The loop
+and its hand-written backward are one autograd node (:class:`_VariationalLayer`): per step one GEMM
+and a few element-wise kernels each way, no per-step autograd bookkeeping, and the gradient of
+W_hh is one GEMM over all steps. tanh is computed as 2 * sigmoid(2x) - 1 (one sigmoid covers
+all four gates; CPU tanh is ~5x slower than sigmoid). See ``scripts/bench_variational.py``.
 """
 
 from __future__ import annotations
@@ -66,73 +68,126 @@ def variational_masks(
     )
 
 
-class _Recurrence(torch.autograd.Function):
-    """The LSTM recurrence over precomputed input gates, with a fixed mask on h_(t-1).
+def _gate_scale(w: torch.Tensor) -> torch.Tensor:
+    """``w`` (4H, K) with the rows of the cell candidate g doubled (a new tensor).
 
-    Inputs (time-major): gates_x (T, N, 4H) = x_t @ W_ih^T + b for every t; h0, c0 (N, H);
-    w_hh (4H, H); mask_h (N, H) or None. Outputs: h_t for every t (T, N, H), h_T, c_T.
-    Gate order i, f, g, o as in ``nn.LSTM``.
+    With g's pre-activation doubled, ONE sigmoid over all four gates gives i, f, o and
+    tanh(g) = 2 * sigmoid(2g) - 1; on the CPU tanh is ~5x slower than sigmoid.
+    """
+    hidden = w.shape[0] // 4
+    w = w.clone()
+    w[2 * hidden : 3 * hidden] *= 2.0
+    return w
+
+
+def _forward_steps(
+    acts: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_hh: torch.Tensor, mask_h: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run the recurrence over ``acts`` (T, N, 4H), the input part of the gate pre-activations,
+    which become the activated gates in place; return out, h_in, cells, tanh_c."""
+    steps, batch, four_h = acts.shape
+    hidden = four_h // 4
+    h_in = acts.new_empty(steps, batch, hidden)  # masked h_(t-1): the recurrent GEMM's operand
+    cells = acts.new_empty(steps + 1, batch, hidden)
+    tanh_c = acts.new_empty(steps, batch, hidden)
+    out = acts.new_empty(steps, batch, hidden)
+    cells[0] = c0
+    h, w_t = h0, w_hh.t()
+    for t in range(steps):
+        if mask_h is None:
+            h_in[t].copy_(h)
+        else:
+            torch.mul(h, mask_h, out=h_in[t])
+        i, f, g, o = acts[t].addmm_(h_in[t], w_t).sigmoid_().chunk(4, 1)
+        g.mul_(2.0).sub_(1.0)  # tanh of the unscaled g pre-activation
+        torch.mul(f, cells[t], out=cells[t + 1]).addcmul_(i, g)
+        torch.mul(cells[t + 1], 2.0, out=tanh_c[t]).sigmoid_().mul_(2.0).sub_(1.0)  # tanh(c_t)
+        h = torch.mul(o, tanh_c[t], out=out[t])
+    return out, h_in, cells, tanh_c
+
+
+def _local_derivatives(acts: torch.Tensor, cells: torch.Tensor, tanh_c: torch.Tensor):
+    """For all steps at once: d(gate pre-activation) per unit of dc_t (i, f, g) or of dh_t (o),
+    and dh_t -> dc_t (= o * tanh'(c_t))."""
+    hidden = acts.shape[2] // 4
+    i, f, g, o = acts.chunk(4, 2)
+    local = torch.addcmul(acts, acts, acts, value=-1.0)  # sigmoid' = s - s^2
+    local[..., :hidden] *= g
+    local[..., hidden : 2 * hidden] *= cells[:-1]
+    torch.addcmul(i, i * g, g, value=-1.0, out=local[..., 2 * hidden : 3 * hidden])  # i * tanh'(g)
+    local[..., 3 * hidden :] *= tanh_c
+    return local, torch.addcmul(o, o * tanh_c, tanh_c, value=-1.0)
+
+
+def _backward_steps(
+    grad_out: torch.Tensor | None,
+    dh: torch.Tensor,
+    dc: torch.Tensor,
+    local: torch.Tensor,
+    dh_to_dc: torch.Tensor,
+    forget: torch.Tensor,
+    w_hh: torch.Tensor,
+    mask_h: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backpropagate through time; return the gradients of the gate pre-activations, h0 and c0."""
+    steps, batch, four_h = local.shape
+    hidden = four_h // 4
+    grad_gates = torch.empty_like(local)
+    for t in range(steps - 1, -1, -1):
+        if grad_out is not None:  # None when only the final state is used, as in a classifier
+            dh += grad_out[t]
+        dc.addcmul_(dh, dh_to_dc[t])
+        dg = grad_gates[t].view(batch, 4, hidden)
+        torch.mul(local[t].view(batch, 4, hidden)[:, :3], dc.unsqueeze(1), out=dg[:, :3])
+        torch.mul(local[t, :, 3 * hidden :], dh, out=dg[:, 3])
+        dc.mul_(forget[t])
+        dh = torch.mm(grad_gates[t], w_hh)
+        if mask_h is not None:
+            dh.mul_(mask_h)
+    return grad_gates, dh, dc
+
+
+class _VariationalLayer(torch.autograd.Function):
+    """One LSTM layer with fixed masks on x_t and on h_(t-1), forward and hand-written backward.
+
+    Inputs: x (N, T, F); w_ih (4H, F); w_hh (4H, H); bias (4H,) = b_ih + b_hh; h0, c0 (N, H);
+    mask_x (N, F) and mask_h (N, H), each or None. Outputs: h_t for every t, time-major
+    (T, N, H), and h_T, c_T. Gate order i, f, g, o as in ``nn.LSTM``. The input projection of
+    all steps is one GEMM, with the bias as a column of ones appended to the inputs (so its
+    gradient falls out of the weight-gradient GEMM); per step the forward does one GEMM and
+    eleven small element-wise kernels, the backward one GEMM and six; the weight gradients are one
+    GEMM each over all steps.
     """
 
     @staticmethod
-    def forward(ctx, gates_x, h0, c0, w_hh, mask_h):
-        steps, batch, four_h = gates_x.shape
-        hidden = four_h // 4
-        acts = torch.empty_like(gates_x)  # activated gates i, f, g, o
-        h_in = gates_x.new_empty(steps, batch, hidden)  # masked h_(t-1), the GEMM's left operand
-        cells = gates_x.new_empty(steps + 1, batch, hidden)
-        tanh_c = gates_x.new_empty(steps, batch, hidden)
-        out = gates_x.new_empty(steps, batch, hidden)
-        cells[0] = c0
-        h, w_t = h0, w_hh.t()
-        for t in range(steps):
-            if mask_h is None:
-                h_in[t] = h
-            else:
-                torch.mul(h, mask_h, out=h_in[t])
-            i, f, g, o = torch.addmm(gates_x[t], h_in[t], w_t, out=acts[t]).chunk(4, 1)
-            acts[t, :, : 2 * hidden].sigmoid_()
-            g.tanh_()
-            o.sigmoid_()
-            torch.addcmul(f * cells[t], i, g, out=cells[t + 1])
-            torch.tanh(cells[t + 1], out=tanh_c[t])
-            h = torch.mul(o, tanh_c[t], out=out[t])
-        ctx.save_for_backward(acts, h_in, cells, tanh_c, w_hh, mask_h)
-        return out, h.clone(), cells[steps].clone()
+    def forward(ctx, x, w_ih, w_hh, bias, h0, c0, mask_x, mask_h):
+        batch, steps, features = x.shape
+        inputs = x.new_ones(steps, batch, features + 1)  # time-major x_t * mask_x, then a 1 for the bias
+        torch.mul(x.transpose(0, 1), 1.0 if mask_x is None else mask_x, out=inputs[..., :features])
+        w_in = _gate_scale(torch.cat([w_ih, bias.unsqueeze(1)], 1))
+        acts = inputs.view(steps * batch, -1).mm(w_in.t()).view(steps, batch, -1)
+        out, h_in, cells, tanh_c = _forward_steps(acts, h0, c0, _gate_scale(w_hh), mask_h)
+        ctx.save_for_backward(inputs, w_ih, w_hh, acts, h_in, cells, tanh_c, mask_x, mask_h)
+        ctx.set_materialize_grads(False)  # unused outputs get None, not tensors of zeros
+        return out, out[-1].clone(), cells[-1].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, grad_h, grad_c):
-        acts, h_in, cells, tanh_c, w_hh, mask_h = ctx.saved_tensors
-        i, f, g, o = acts.chunk(4, 2)
-        # local derivatives of all steps at once (few large kernels, not many small ones)
-        d_cell = o * (1 - tanh_c * tanh_c)  # dh_t -> dc_t
-        local = torch.cat([g * i * (1 - i), cells[:-1] * f * (1 - f), i * (1 - g * g)], 2)
-        d_o = o * (1 - o) * tanh_c
-        grad_gates = torch.empty_like(acts)
-        steps, batch, four_h = acts.shape
-        hidden = four_h // 4
-        dh = grad_h.clone() if grad_h is not None else acts.new_zeros(batch, hidden)
-        dc = grad_c.clone() if grad_c is not None else acts.new_zeros(batch, hidden)
-        for t in reversed(range(steps)):
-            if grad_out is not None:
-                dh += grad_out[t]
-            dc.addcmul_(dh, d_cell[t])
-            dg = grad_gates[t]
-            torch.mul(
-                local[t].view(batch, 3, hidden),
-                dc.unsqueeze(1),
-                out=dg[:, : 3 * hidden].view(batch, 3, hidden),
-            )
-            torch.mul(d_o[t], dh, out=dg[:, 3 * hidden :])
-            dc = dc.mul_(f[t])
-            dh = torch.mm(dg, w_hh)
-            if mask_h is not None:
-                dh.mul_(mask_h)
-        grad_w = None
-        if ctx.needs_input_grad[3]:
-            grad_w = grad_gates.view(-1, four_h).t().mm(h_in.view(-1, hidden))
-        return grad_gates, dh, dc, grad_w, None
+        inputs, w_ih, w_hh, acts, h_in, cells, tanh_c, mask_x, mask_h = ctx.saved_tensors
+        local, dh_to_dc = _local_derivatives(acts, cells, tanh_c)
+        forget = acts.chunk(4, 2)[1]
+        dh = h_in.new_zeros(h_in.shape[1:]) if grad_h is None else grad_h.clone()
+        dc = h_in.new_zeros(h_in.shape[1:]) if grad_c is None else grad_c.clone()
+        grad_gates, dh0, dc0 = _backward_steps(grad_out, dh, dc, local, dh_to_dc, forget, w_hh, mask_h)
+        grad_gates = grad_gates.view(-1, grad_gates.shape[2])
+        grad_w_in = inputs.view(grad_gates.shape[0], -1).t().mm(grad_gates).t()  # (4H, F + 1)
+        grad_w_hh = grad_gates.t().mm(h_in.view(grad_gates.shape[0], -1))
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_gates.mm(w_ih).view(*acts.shape[:2], -1).transpose(0, 1)
+            grad_x = grad_x if mask_x is None else grad_x * mask_x.unsqueeze(1)
+        return grad_x, grad_w_in[:, :-1], grad_w_hh, grad_w_in[:, -1], dh0, dc0, None, None
 
 
 def variational_lstm(
@@ -150,17 +205,10 @@ def variational_lstm(
     emitted sequence -> h_t * masks.output. Returns ``(output (N, T, H), (h_n, c_n))`` with
     h_n, c_n of shape (1, N, H) like ``nn.LSTM``; h_n and c_n are the unmasked final state.
     """
-    batch, steps, _ = x.shape
-    if masks.input is not None:
-        x = x * masks.input.unsqueeze(1)
-    # the input projection of every step in one GEMM, time-major so each step reads a block
-    x_steps = x.transpose(0, 1).reshape(steps * batch, -1)
-    gates_x = torch.addmm(bias_ih + bias_hh, x_steps, weight_ih.t()).view(steps, batch, -1)
-    if hx is None:
-        h0 = c0 = x.new_zeros(batch, weight_hh.shape[1])
-    else:
-        h0, c0 = hx[0][0], hx[1][0]
-    out, h_n, c_n = _Recurrence.apply(gates_x, h0, c0, weight_hh, masks.hidden)
+    batch, hidden = x.shape[0], weight_hh.shape[1]
+    h0, c0 = (x.new_zeros(batch, hidden),) * 2 if hx is None else (hx[0][0], hx[1][0])
+    weights = (weight_ih, weight_hh, bias_ih + bias_hh)
+    out, h_n, c_n = _VariationalLayer.apply(x, *weights, h0, c0, masks.input, masks.hidden)
     if masks.output is not None:
         out = out * masks.output
     return out.transpose(0, 1), (h_n.unsqueeze(0), c_n.unsqueeze(0))
