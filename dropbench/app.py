@@ -6,6 +6,7 @@ their config groups (yaml ``_target_`` is the registry), trains, and writes the 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import shutil
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dropbench import __version__
@@ -49,10 +50,21 @@ def build(group: str, node: Any, **kwargs: Any) -> Any:
         raise ConfigError(f"{group}: {' '.join(str(cause).split())}") from None
 
 
+def model_slots(cfg: DictConfig) -> dict[str, Any]:
+    """The reg's layer configs for the places this model has (a reg may serve several models:
+    DropConnect builds an MLP's linear layers and an LSTM's recurrent ones)."""
+    places = inspect.signature(get_class(cfg.model._target_)).parameters
+    given = {slot: node for slot, node in cfg.reg.layers.items() if node is not None}
+    used = {slot: node for slot, node in given.items() if slot in places}
+    if given and not used:  # the model x reg table should have stopped this run: never train unregularized
+        raise ConfigError(f"the reg acts on {', '.join(given)}, and the model has none of these places")
+    return used
+
+
 def build_training(cfg: DictConfig, knobs: Knobs, data: DataSplits):
     """Model (with its regularizer), optimizer over L2 parameter groups, and per-step schedule."""
     torch.manual_seed(knobs.seed)  # weight init and regularizer masks
-    layers = {slot: build("reg", node) for slot, node in cfg.reg.layers.items() if node is not None}
+    layers = {slot: build("reg", node) for slot, node in model_slots(cfg).items()}
     model = build("model", cfg.model, in_shape=data.shape, num_classes=data.num_classes, **layers)
     model = model.to(knobs.device)
     if knobs.mc_samples and not stochastic_layers(model):

@@ -169,7 +169,17 @@ def test_dropout_paper_options_run_end_to_end(dropbench, tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["config"]["max_norm"] == 3.0
 
 
-@pytest.mark.parametrize(("model", "reg"), [("cnn", "spatial"), ("lstm", "spatial"), ("lstm", "variational")])
+@pytest.mark.parametrize(
+    ("model", "reg"),
+    [
+        ("cnn", "spatial"),
+        ("lstm", "spatial"),
+        ("lstm", "variational"),
+        ("mlp", "dropconnect"),
+        ("cnn", "dropconnect"),
+        ("lstm", "dropconnect"),
+    ],
+)
 def test_structured_dropouts_run_on_the_models_they_fit(dropbench, tmp_path, model, reg):
     done = dropbench(
         "run", *SMALL_MODEL[model], *TINY, "epochs=1", f"reg={reg}", "p=0.2", "eval.mc_samples=2"
@@ -178,6 +188,24 @@ def test_structured_dropouts_run_on_the_models_they_fit(dropbench, tmp_path, mod
     [run_dir] = run_dirs(tmp_path / "results")
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["config"]["reg"] == reg and "test_mc/acc" in record["final"]
+
+
+def test_dropconnect_modes_place_the_layers_they_name(dropbench, tmp_path):
+    done = dropbench(
+        "run",
+        *SMALL_MODEL["mlp"],
+        *TINY,
+        "epochs=1",
+        "reg=dropconnect",
+        "reg.mask=batch",
+        "reg.inference=gaussian",
+        "reg.samples=50",
+        "eval.mc_samples=2",
+    )
+    assert done.returncode == 0, done.stderr
+    [run_dir] = run_dirs(tmp_path / "results")
+    linear = yaml.safe_load((run_dir / "resolved_config.yaml").read_text())["reg"]["layers"]["linear"]
+    assert (linear["mask"], linear["inference"], linear["samples"]) == ("batch", "gaussian", 50)
 
 
 BAD_INPUTS = {
@@ -196,6 +224,8 @@ BAD_INPUTS = {
     "eval.mc_samples=0": "eval.mc_samples=0",
     "max_norm=-1": "max_norm=-1",
     "reg=spatial": "reg=spatial does not apply to model=mlp",
+    "reg=dropconnect reg.mask=unit": "mask='unit'",
+    "reg=dropconnect reg.inference=median": "inference='median'",
     "reg=variational": "reg=variational does not apply to model=mlp",
     "reg.form=gaussian": "form='gaussian'",
     "reg=none eval.mc_samples=5": "eval.mc_samples=5",

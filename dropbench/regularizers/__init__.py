@@ -7,11 +7,13 @@ optimizer step (:mod:`.maxnorm`). Which regularizer fits which model: :mod:`.com
 """
 
 from dropbench.regularizers.combinations import INVALID, check_combination
+from dropbench.regularizers.dropconnect import DropConnectLinear, dropconnect_linear
 from dropbench.regularizers.dropout import Dropout, check_drop_probability, dropout, original_dropout
 from dropbench.regularizers.l2 import l2_parameter_groups, l2_penalty
 from dropbench.regularizers.maxnorm import apply_max_norm, hidden_weights
 from dropbench.regularizers.spatial import SequenceChannelDropout, SpatialDropout, spatial_dropout
 from dropbench.regularizers.variational import NaiveDropoutLSTM, VariationalLSTM
+from dropbench.regularizers.weightdrop import WeightDropLSTM
 
 __all__ = [
     "INVALID",
@@ -29,4 +31,7 @@ __all__ = [
     "spatial_dropout",
     "NaiveDropoutLSTM",
     "VariationalLSTM",
+    "WeightDropLSTM",
+    "DropConnectLinear",
+    "dropconnect_linear",
 ]
