@@ -1,14 +1,9 @@
-"""Spatial and sequence-channel dropout: whole channels dropped, measured rates, expectations."""
+"""Spatial dropout on images and on sequences (as the LSTM uses it): rates, expectations."""
 
 import pytest
 import torch
 
-from dropbench.regularizers.spatial import (
-    SequenceChannelDropout,
-    SpatialDropout,
-    sequence_channel_dropout,
-    spatial_dropout,
-)
+from dropbench.regularizers.spatial import SpatialDropout, spatial_dropout
 
 
 def channel_dropped(y: torch.Tensor) -> torch.Tensor:
@@ -25,9 +20,6 @@ def test_identity_in_eval_and_at_p0():
     x = torch.randn(2, 3, 4, 4)
     assert SpatialDropout(0.5).eval()(x) is x
     assert SpatialDropout(0.0).train()(x) is x
-    seq = torch.randn(2, 5, 7)
-    assert SequenceChannelDropout(0.5).eval()(seq) is seq
-    assert SequenceChannelDropout(0.0).train()(seq) is seq
     assert SpatialDropout(0.5).extra_repr() == "p=0.5"
 
 
@@ -71,7 +63,8 @@ def test_gradient_is_zero_exactly_on_dropped_channels():
 def test_sequence_mask_is_constant_over_time_and_differs_across_sequences():
     torch.manual_seed(4)
     x = torch.randn(64, 28, 28)
-    y = SequenceChannelDropout(0.5).train()(x)
+    # as the LSTM applies it: (N, T, F) seen as (N, F, T), F channels over T positions
+    y = SpatialDropout(0.5).train()(x.transpose(1, 2)).transpose(1, 2)
     dropped = y == 0  # (N, T, F)
     assert torch.equal(dropped, dropped[:, :1].expand_as(dropped))  # same at every step
     per_sequence = dropped[:, 0]
@@ -82,12 +75,9 @@ def test_sequence_mask_is_constant_over_time_and_differs_across_sequences():
 def test_wrong_ranks_are_rejected():
     with pytest.raises(ValueError, match=r"\(N, C, \*spatial\)"):
         spatial_dropout(torch.randn(5), 0.5)
-    with pytest.raises(ValueError, match=r"\(N, T, F\)"):
-        sequence_channel_dropout(torch.randn(5, 4), 0.5)
 
 
 @pytest.mark.parametrize("bad", [1.0, -0.1, "0.5", None])
-@pytest.mark.parametrize("layer", [SpatialDropout, SequenceChannelDropout])
-def test_bad_p_is_rejected_with_the_valid_range(layer, bad):
+def test_bad_p_is_rejected_with_the_valid_range(bad):
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        layer(bad)
+        SpatialDropout(bad)

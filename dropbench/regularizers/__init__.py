@@ -11,7 +11,7 @@ from dropbench.regularizers.dropconnect import DropConnectLinear, dropconnect_li
 from dropbench.regularizers.dropout import Dropout, check_drop_probability, dropout, original_dropout
 from dropbench.regularizers.l2 import l2_parameter_groups, l2_penalty
 from dropbench.regularizers.maxnorm import apply_max_norm, hidden_weights
-from dropbench.regularizers.spatial import SequenceChannelDropout, SpatialDropout, spatial_dropout
+from dropbench.regularizers.spatial import SpatialDropout, spatial_dropout
 from dropbench.regularizers.variational import NaiveDropoutLSTM, VariationalLSTM
 from dropbench.regularizers.weightdrop import WeightDropLSTM
 
@@ -26,7 +26,6 @@ __all__ = [
     "l2_parameter_groups",
     "l2_penalty",
     "original_dropout",
-    "SequenceChannelDropout",
     "SpatialDropout",
     "spatial_dropout",
     "NaiveDropoutLSTM",

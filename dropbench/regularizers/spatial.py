@@ -5,8 +5,8 @@ Using Convolutional Networks", CVPR 2015. https://arxiv.org/abs/1411.4280
 
 Neighbouring activations of a feature map are strongly correlated, so dropping single units
 hardly removes information; dropping the whole map does. ``p`` is the *drop* probability of a
-channel. :class:`SequenceChannelDropout` is the same idea for (N, T, F) sequences: a feature
-channel is dropped for the whole sequence.
+channel. The LSTM model applies the same layer to its (N, T, F) input seen as (N, F, T), so a
+feature channel is dropped for the whole sequence.
 """
 
 from __future__ import annotations
@@ -40,19 +40,6 @@ def spatial_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.T
     return broadcast_dropout(x, p, (*x.shape[:2], *[1] * (x.dim() - 2)))
 
 
-def sequence_channel_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """Feature-channel dropout of a batch-first sequence ``x`` of shape (N, T, F).
-
-    Training: one Bernoulli draw per (sample, feature), the same at every time step; survivors
-    scaled by 1/(1-p'). Evaluation (``training=False``) and ``p == 0``: returns ``x`` itself.
-    """
-    if not training or p == 0.0:
-        return x
-    if x.dim() != 3:
-        raise ValueError(f"sequence channel dropout needs x of shape (N, T, F), got shape {tuple(x.shape)}")
-    return broadcast_dropout(x, p, (x.shape[0], 1, x.shape[2]))
-
-
 class SpatialDropout(nn.Module):
     """Module form of :func:`spatial_dropout`; (N, C, *spatial) -> same shape.
 
@@ -67,26 +54,6 @@ class SpatialDropout(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return spatial_dropout(x, self.p, self.training)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-class SequenceChannelDropout(nn.Module):
-    """Module form of :func:`sequence_channel_dropout`; (N, T, F) -> (N, T, F), batch first.
-
-    The LSTM analogue of spatial dropout: a feature is dropped for the whole sequence.
-    Identity in ``eval()`` mode and at ``p == 0``.
-    """
-
-    stochastic = True
-
-    def __init__(self, p: float = 0.1) -> None:
-        super().__init__()
-        self.p = check_drop_probability(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return sequence_channel_dropout(x, self.p, self.training)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
