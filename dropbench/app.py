@@ -7,33 +7,57 @@ their config groups (yaml ``_target_`` is the registry), trains, and writes the 
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import math
 import shutil
+import signal
 import sys
+import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
-from dropbench import __version__
 from dropbench.data import DataSplits
 from dropbench.errors import ConfigError, DropbenchError
-from dropbench.record import METRICS_FILE, ScalarLog, git_commit, write_json_atomic
+from dropbench.record import (
+    METRICS_FILE,
+    ScalarLog,
+    data_summary,
+    finished_details,
+    run_record,
+    run_settings,
+    write_json_atomic,
+)
 from dropbench.regularizers import apply_max_norm, check_combination, hidden_weights, l2_parameter_groups
+from dropbench.report.weightmap import first_layer_weight, weight_grid
+from dropbench.resume import (
+    CHECKPOINT_FILE,
+    DONE_STATUSES,
+    WEIGHTS_FILE,
+    RunLock,
+    atomic_torch_save,
+    check_same_config,
+    clear_run,
+    load_checkpoint,
+    result_defining,
+    save_checkpoint,
+)
 from dropbench.schedules import per_step
-from dropbench.settings import Knobs, check_knobs
-from dropbench.train import FitResult, Metrics, fit, stochastic_layers
+from dropbench.settings import Knobs, check_knobs, default_threads
+from dropbench.train import FitResult, FitState, Metrics, fit, stochastic_layers
 
 #: What Hydra writes into a run folder before the task starts; a folder holding only these
 #: is ours to remove when the run fails before training.
-HYDRA_FILES = {".hydra", "dropbench.log"}
+HYDRA_FILES = {".hydra", "dropbench.log", ".lock"}
 RESOLVED_CONFIG = "resolved_config.yaml"
 
 log = logging.getLogger("dropbench")
@@ -81,107 +105,158 @@ def build_training(cfg: DictConfig, knobs: Knobs, data: DataSplits):
     return model, optimizer, scheduler
 
 
-def train_logged(cfg: DictConfig, knobs: Knobs, data: DataSplits, run_dir: Path) -> FitResult:
-    """Train, streaming each epoch's metrics to TensorBoard and the log as they arrive."""
-    model, optimizer, scheduler = build_training(cfg, knobs, data)
-    # Everything is valid now: record exactly what runs (Hydra's .hydra/config.yaml keeps ${...})
-    OmegaConf.save(cfg, run_dir / RESOLVED_CONFIG, resolve=True)
-    generator = torch.Generator(device=knobs.device).manual_seed(knobs.seed)  # shuffling, augmentation
-    scalars = ScalarLog(run_dir)
+class Run:
+    """One run's folder, settings and lifecycle: skip, resume, train, record."""
 
-    def on_epoch(row: Metrics) -> None:
-        scalars.log(row, int(row["epoch"]))
-        metrics = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if "/" in k)
-        log.info("epoch %d/%d: %s (%.1f s)", row["epoch"], knobs.epochs, metrics, row["epoch_time_s"])
+    def __init__(self, cfg: DictConfig, run_dir: Path, choices: dict[str, str], n_jobs: int | None) -> None:
+        self.cfg, self.run_dir, self.choices = cfg, run_dir, choices
+        self.resolved = OmegaConf.to_container(cfg, resolve=True)
+        self.knobs = check_knobs(self.resolved)
+        check_combination(choices["model"], choices["reg"])
+        self.settings = run_settings(self.knobs, choices, bool(cfg.reg.uses_p))
+        self.defining = result_defining(self.resolved, bool(cfg.reg.uses_p))
+        self.threads = self.knobs.threads or default_threads(n_jobs)
 
-    try:
-        result = fit(
-            model,
-            optimizer,
-            data,
-            knobs.epochs,
-            knobs.batch_size,
-            knobs.eval_batch_size,
-            generator,
-            scheduler,
-            on_epoch,
-            progress=sys.stderr.isatty(),
-            mc_samples=knobs.mc_samples,
+    def record(self, status: str, history: list[Metrics], **details: Any) -> dict[str, Any]:
+        return run_record(status, self.settings, self.resolved, history, str(self.knobs.device), **details)
+
+    def earlier_result(self) -> dict[str, Any] | None:
+        """A finished (or diverged) record of this very run already in the folder, if any."""
+        path = self.run_dir / METRICS_FILE
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            raise ConfigError(f"{path} is unreadable; force=true re-runs this run") from None
+        if record.get("status") not in DONE_STATUSES:
+            return None  # an interrupted run: resume from its checkpoint
+        stored = result_defining(record.get("resolved_config", {}), bool(self.cfg.reg.uses_p))
+        check_same_config(self.run_dir, f"{record['status']} run", stored, self.defining)
+        return record
+
+    def train(self, data: DataSplits) -> FitResult:
+        """Build, resume if a checkpoint exists, train with per-epoch checkpoints and logging."""
+        knobs = self.knobs
+        model, optimizer, scheduler = build_training(self.cfg, knobs, data)
+        OmegaConf.save(self.cfg, self.run_dir / RESOLVED_CONFIG, resolve=True)
+        generator = torch.Generator(device=knobs.device).manual_seed(knobs.seed)  # shuffling, augmentation
+        checkpoint = self.run_dir / CHECKPOINT_FILE
+        parts = (model, optimizer, scheduler, generator)
+        self.state = FitState()
+        if checkpoint.is_file():
+            self.state = load_checkpoint(checkpoint, self.defining, *parts)
+            log.info("resuming %s after epoch %d of %d", self.run_dir, self.state.epoch, knobs.epochs)
+        scalars = ScalarLog(self.run_dir)
+
+        def on_epoch(row: Metrics) -> None:
+            scalars.log(row, int(row["epoch"]))
+            metrics = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if "/" in k)
+            log.info("epoch %d/%d: %s (%.1f s)", row["epoch"], knobs.epochs, metrics, row["epoch_time_s"])
+
+        try:
+            result = fit(
+                model,
+                optimizer,
+                data,
+                knobs.epochs,
+                knobs.batch_size,
+                knobs.eval_batch_size,
+                generator,
+                scheduler,
+                on_epoch,
+                progress=sys.stderr.isatty(),
+                mc_samples=knobs.mc_samples,
+                state=self.state,
+                on_checkpoint=lambda state: save_checkpoint(checkpoint, self.defining, state, *parts),
+            )
+            if result.diverged is None:
+                self.log_summaries(scalars, model, result, data.shape)
+        finally:
+            scalars.close()
+        return result
+
+    def log_summaries(self, scalars: ScalarLog, model: nn.Module, result: FitResult, shape) -> None:
+        """Final metrics, the HParams summary and the first layer's weight map, for TensorBoard."""
+        scalars.log(result.final, self.knobs.epochs)
+        best = result.history[result.best_epoch - 1]
+        metrics = {k: v for k, v in {**best, **result.final}.items() if k.startswith(("val/", "test"))}
+        scalars.log_hparams(self.settings, metrics)
+        weight = first_layer_weight(model.state_dict(), shape)
+        if weight is not None:
+            scalars.log_image("weights/first_layer", weight_grid(weight, shape), self.knobs.epochs)
+
+    def execute(self) -> float:
+        """Skip, resume or train; write the record. Returns the best validation accuracy."""
+        earlier = None if self.cfg.force else self.earlier_result()
+        if earlier is not None:
+            note = (
+                ""
+                if self.cfg.reg.uses_p
+                else f" (reg={self.choices['reg']} ignores p: one run serves every p)"
+            )
+            print(f"dropbench: skip {self.run_dir}: {earlier['status']} already{note}; force=true re-runs it")
+            return earlier.get("best", {}).get("val/acc", math.nan)
+        if self.cfg.force:
+            clear_run(self.run_dir)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        started = time.perf_counter()
+        data = build("dataset", self.cfg.dataset, device=self.knobs.device)
+        log.info(
+            "%s: %d train / %d val / %d test examples from %s",
+            self.choices.get("dataset"),
+            len(data.train_y),
+            len(data.val_y),
+            len(data.test_y),
+            data.origin,
         )
-        scalars.log(result.final, knobs.epochs)
-    finally:
-        scalars.close()
-    return result
+        try:
+            result = self.train(data)
+        except KeyboardInterrupt:
+            self.write_interrupted()
+            raise
+        summary = {"data": data_summary(data)}
+        if result.diverged is not None:
+            record = self.record("diverged", result.history, diverged=result.diverged, final={}, **summary)
+            write_json_atomic(self.run_dir / METRICS_FILE, record)
+            (self.run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+            d = result.diverged
+            print(
+                f"dropbench: {self.run_dir}: diverged at epoch {d['epoch']} ({d['metric']} is not finite); "
+                "recorded as diverged"
+            )
+            return math.nan
+        atomic_torch_save(result.best_state, self.run_dir / WEIGHTS_FILE)
+        details = finished_details(result, time.perf_counter() - started)
+        write_json_atomic(
+            self.run_dir / METRICS_FILE, self.record("finished", result.history, **summary, **details)
+        )
+        (self.run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # the result supersedes it
+        final = details["final"]
+        log.info(
+            "%s: test/acc %.4f (best epoch %d), test_last/acc %.4f, %.0f samples/s",
+            self.run_dir,
+            final["test/acc"],
+            result.best_epoch,
+            final["test_last/acc"],
+            details["train_samples_per_s"],
+        )
+        return details["best"]["val/acc"]
 
-
-def make_record(
-    cfg: DictConfig,
-    knobs: Knobs,
-    choices: dict[str, str],
-    data: DataSplits,
-    result: FitResult,
-    wall_time_s: float,
-) -> dict[str, Any]:
-    """The ``metrics.json`` payload: what the run was, where it ran, and every number it made."""
-    best = result.history[result.best_epoch - 1]
-    essentials = {group: choices.get(group) for group in ("dataset", "model", "reg", "optimizer", "schedule")}
-    essentials.update(
-        p=knobs.p,
-        wd=knobs.wd,
-        max_norm=knobs.max_norm,
-        seed=knobs.seed,
-        epochs=knobs.epochs,
-        batch_size=knobs.batch_size,
-        lr=knobs.lr,
-    )
-    return {
-        "status": "finished",
-        "config": essentials,
-        "resolved_config": OmegaConf.to_container(cfg, resolve=True),
-        "seed": knobs.seed,
-        "version": __version__,
-        "git_commit": git_commit(Path(__file__).parent),
-        "torch": torch.__version__,
-        "device": str(knobs.device),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "data": {
-            "origin": data.origin,
-            "shape": list(data.shape),
-            "classes": data.num_classes,
-            "train": len(data.train_y),
-            "val": len(data.val_y),
-            "test": len(data.test_y),
-        },
-        "history": result.history,
-        "best": {"epoch": result.best_epoch, "val/loss": best["val/loss"], "val/acc": best["val/acc"]},
-        "final": {
-            **{k: v for k, v in result.history[-1].items() if k.startswith("train/")},
-            **{k: v for k, v in best.items() if k.startswith("val/")},
-            **result.final,
-        },
-        "wall_time_s": wall_time_s,
-        "train_samples_per_s": result.train_samples / result.train_seconds,
-    }
-
-
-def train_run(cfg: DictConfig, run_dir: Path, choices: dict[str, str]) -> dict[str, Any]:
-    """Validate, load, train and describe one run; returns the ``metrics.json`` payload."""
-    started = time.perf_counter()
-    knobs = check_knobs(OmegaConf.to_container(cfg, resolve=True))
-    check_combination(choices["model"], choices["reg"])
-    if knobs.threads:
-        torch.set_num_threads(knobs.threads)
-    data = build("dataset", cfg.dataset, device=knobs.device)
-    log.info(
-        "%s: %d train / %d val / %d test examples from %s",
-        choices.get("dataset"),
-        len(data.train_y),
-        len(data.val_y),
-        len(data.test_y),
-        data.origin,
-    )
-    result = train_logged(cfg, knobs, data, run_dir)
-    return make_record(cfg, knobs, choices, data, result, time.perf_counter() - started)
+    def write_interrupted(self) -> None:
+        """On Ctrl-C: record how far the run came; its last checkpoint stays for resuming."""
+        state = getattr(self, "state", None)
+        done = state.epoch if state is not None else 0
+        if done:
+            write_json_atomic(
+                self.run_dir / METRICS_FILE, self.record("interrupted", state.history, final={})
+            )
+        print(
+            f"dropbench: interrupted {self.run_dir} after {done} of {self.knobs.epochs} epochs; "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
 
 
 def remove_if_untouched(run_dir: Path) -> None:
@@ -190,23 +265,39 @@ def remove_if_untouched(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def task(cfg: DictConfig) -> None:
-    """Hydra's task function: one run. Errors the user can fix end the process with one line."""
+def stop_on_sigterm() -> None:
+    """Let SIGTERM (a cluster's preemption, ``kill``) stop a run the way Ctrl-C does."""
+    if threading.current_thread() is threading.main_thread():
+
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, interrupt)
+
+
+def task(cfg: DictConfig) -> float:
+    """Hydra's task function: one run. Returns its best validation accuracy (a sweeper's objective).
+
+    Errors the user can fix end a single run with one line (exit 2); in a sweep they skip
+    this run with one line and the sweep goes on.
+    """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    lock = RunLock(run_dir)
     try:
-        record = train_run(cfg, run_dir, dict(hydra_cfg.runtime.choices))
+        run = Run(cfg, run_dir, dict(hydra_cfg.runtime.choices), hydra_cfg.launcher.get("n_jobs"))
+        if not lock.acquire():
+            print(f"dropbench: skip {run_dir}: another process is running it")
+            return math.nan
+        stop_on_sigterm()
+        return run.execute()
     except DropbenchError as error:
         remove_if_untouched(run_dir)
+        if sweeping:
+            print(f"dropbench: skip {run_dir}: {error}", file=sys.stderr)
+            return math.nan
         print(f"dropbench: error: {error}", file=sys.stderr)
         sys.exit(2)
-    write_json_atomic(run_dir / METRICS_FILE, record)
-    final = record["final"]
-    log.info(
-        "%s: test/acc %.4f (best epoch %d), test_last/acc %.4f, %.0f samples/s",
-        run_dir,
-        final["test/acc"],
-        record["best"]["epoch"],
-        final["test_last/acc"],
-        record["train_samples_per_s"],
-    )
+    finally:
+        lock.release()

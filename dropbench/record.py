@@ -3,24 +3,77 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+
+from dropbench import __version__
+from dropbench.data import DataSplits
+from dropbench.settings import Knobs
+from dropbench.train import FitResult
 
 METRICS_FILE = "metrics.json"
 
 
+def run_record(
+    status: str,
+    essentials: dict[str, Any],
+    resolved: dict[str, Any],
+    history: list[dict[str, float]],
+    device: str,
+    **details: Any,
+) -> dict[str, Any]:
+    """The ``metrics.json`` payload every run writes, whatever its status.
+
+    ``status`` is ``finished``, ``diverged`` or ``interrupted``; ``essentials`` the settings a
+    table groups by (dataset, model, reg, p, wd, seed, ...); ``resolved`` the whole config;
+    ``details`` the status's own entries (``final``, ``best``, ``diverged``, ...).
+    """
+    return {
+        "status": status,
+        "config": essentials,
+        "resolved_config": resolved,
+        "seed": essentials.get("seed"),
+        "version": __version__,
+        "git_commit": git_commit(Path(__file__).parent),
+        "torch": torch.__version__,
+        "device": device,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "history": history,
+        **details,
+    }
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: strict JSON has no NaN (a diverged run has them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` so a reader sees the old file or the new one, never half of one."""
+    """Write ``payload`` to ``path`` so a reader sees the old file or the new one, never half of one.
+
+    Non-finite floats are written as null, so every JSON reader can parse the file.
+    """
+    payload = json_safe(payload)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=False)
+            json.dump(payload, f, indent=2, sort_keys=False, allow_nan=False)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -65,5 +118,67 @@ class ScalarLog:
                 self.writer.add_scalar(name, value, step)
         self.writer.flush()
 
+    def log_hparams(self, settings: dict[str, Any], metrics: dict[str, float]) -> None:
+        """TensorBoard's HParams summary, in this run's own event file.
+
+        ``SummaryWriter.add_hparams`` would write to a new timestamped subfolder, which the
+        HParams tab shows as a separate run without this run's curves; writing the summary
+        through this run's writer keeps settings, curves and final metrics in one run.
+        """
+        # None (p of reg=none, no max_norm) has no HParams type: such settings are left out
+        given = {k: v for k, v in settings.items() if v is not None}
+        plain = {k: v if isinstance(v, (bool, int, float)) else str(v) for k, v in given.items()}
+        for summary in hparams(plain, metrics):
+            self.writer.file_writer.add_summary(summary)
+        self.writer.flush()
+
+    def log_image(self, tag: str, image: torch.Tensor, step: int) -> None:
+        """A (3, H, W) image in [0, 1], such as the first layer's weight map."""
+        self.writer.add_image(tag, image, step)
+        self.writer.flush()
+
     def close(self) -> None:
         self.writer.close()
+
+
+def run_settings(knobs: Knobs, choices: dict[str, str], uses_p: bool) -> dict[str, Any]:
+    """The settings a report groups and labels runs by; p is None for a reg that ignores it."""
+    essentials: dict[str, Any] = {
+        group: choices.get(group) for group in ("dataset", "model", "reg", "optimizer", "schedule")
+    }
+    essentials.update(
+        p=knobs.p if uses_p else None,
+        wd=knobs.wd,
+        max_norm=knobs.max_norm,
+        seed=knobs.seed,
+        epochs=knobs.epochs,
+        batch_size=knobs.batch_size,
+        lr=knobs.lr,
+    )
+    return essentials
+
+
+def data_summary(data: DataSplits) -> dict[str, Any]:
+    return {
+        "origin": data.origin,
+        "shape": list(data.shape),
+        "classes": data.num_classes,
+        "train": len(data.train_y),
+        "val": len(data.val_y),
+        "test": len(data.test_y),
+    }
+
+
+def finished_details(result: FitResult, wall_time_s: float) -> dict[str, Any]:
+    """What a finished run adds to its record: best epoch, final metrics, speed."""
+    best = result.history[result.best_epoch - 1]
+    return {
+        "best": {"epoch": result.best_epoch, "val/loss": best["val/loss"], "val/acc": best["val/acc"]},
+        "final": {
+            **{k: v for k, v in result.history[-1].items() if k.startswith("train/")},
+            **{k: v for k, v in best.items() if k.startswith("val/")},
+            **result.final,
+        },
+        "wall_time_s": wall_time_s,
+        "train_samples_per_s": result.train_samples / result.train_seconds,
+    }

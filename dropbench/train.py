@@ -20,6 +20,23 @@ from dropbench.metrics import prediction_metrics
 Metrics = dict[str, float]
 
 
+#: Steps between checks for a non-finite loss: a diverged run stops within this many steps,
+#: and the loop synchronises with the device only this often.
+DIVERGENCE_CHECK_STEPS = 50
+
+
+@dataclass
+class FitState:
+    """How far a fit has come: with the model, optimizer and RNG states, enough to resume it."""
+
+    epoch: int = 0  # epochs completed
+    history: list[Metrics] = field(default_factory=list)  # one row per completed epoch
+    best_key: tuple[float, float] | None = None  # (val/acc, -val/loss) of the best epoch so far
+    best_epoch: int = 0
+    best_state: dict = field(repr=False, default_factory=dict)  # that epoch's weights
+    train_seconds: float = 0.0  # time spent in training steps (evaluation excluded)
+
+
 @dataclass
 class FitResult:
     history: list[Metrics]  # one row per epoch: epoch, train/*, val/*, epoch_time_s
@@ -28,6 +45,7 @@ class FitResult:
     train_seconds: float  # time spent in training steps (evaluation excluded)
     train_samples: int  # training examples processed over all epochs
     best_state: dict = field(repr=False, default_factory=dict)
+    diverged: dict | None = None  # {"epoch", "metric"} when a loss became NaN/inf; final is then empty
 
 
 def train_epoch(
@@ -44,14 +62,16 @@ def train_epoch(
     ``scheduler``, if given, is stepped after every optimizer step.
 
     The running metrics are measured in training mode (regularizer on, augmented batches),
-    averaged over examples. Sums stay on the device so the loop never waits on a ``.item()``.
+    averaged over examples. Sums stay on the device so the loop waits on a ``.item()`` only
+    every ``DIVERGENCE_CHECK_STEPS``: a NaN/inf loss ends the epoch early with ``train/loss`` NaN.
     """
     model.train()
     loss_sum = torch.zeros((), device=data.train_x.device)
     correct = torch.zeros((), device=data.train_x.device, dtype=torch.long)
     batches = iterate_batches(data.train_x, data.train_y, batch_size, generator, data.augment)
     total = -(-len(data.train_y) // batch_size)
-    for inputs, targets in tqdm(batches, total=total, desc="train", leave=False, disable=not progress):
+    batches = tqdm(batches, total=total, desc="train", leave=False, disable=not progress)
+    for step, (inputs, targets) in enumerate(batches, 1):
         logits = model(inputs)
         loss = F.cross_entropy(logits, targets)
         optimizer.zero_grad(set_to_none=True)
@@ -61,6 +81,8 @@ def train_epoch(
             scheduler.step()
         loss_sum += loss.detach() * len(targets)
         correct += (logits.argmax(dim=1) == targets).sum()
+        if step % DIVERGENCE_CHECK_STEPS == 0 and not torch.isfinite(loss_sum):
+            return {"train/loss": math.nan, "train/acc": math.nan}
     n = len(data.train_y)
     return {"train/loss": loss_sum.item() / n, "train/acc": correct.item() / n}
 
@@ -111,33 +133,50 @@ def fit(
     on_epoch: Callable[[Metrics], None] = lambda row: None,
     progress: bool = False,
     mc_samples: int | None = None,
+    state: FitState | None = None,
+    on_checkpoint: Callable[[FitState], None] | None = None,
 ) -> FitResult:
     """Train for ``epochs``, validating after each; test the best-validation and the last weights.
 
     Model selection uses validation accuracy (ties go to the lower validation loss), never
     the test split. ``on_epoch`` receives each epoch's row as soon as it exists (for logging).
     ``mc_samples`` adds ``test_mc/*``: MC dropout over that many passes, best-validation weights.
+
+    ``state`` resumes a fit from a checkpoint (the caller restores model, optimizer, scheduler
+    and RNG states); it is updated in place after every epoch, so after an interrupt it says
+    how far training came. ``on_checkpoint`` is called with it after every epoch but the last.
+    A NaN/inf training or validation loss stops the fit: the result has ``diverged`` set and
+    no test metrics.
     """
-    history: list[Metrics] = []
-    best_key, best_epoch, best_state = None, 0, {}
-    train_seconds = 0.0
-    for epoch in tqdm(range(1, epochs + 1), desc="epochs", disable=not progress):
+    state = state if state is not None else FitState()
+    epoch_bar = tqdm(range(state.epoch + 1, epochs + 1), desc="epochs", disable=not progress)
+    for epoch in epoch_bar:
         start = time.perf_counter()
         row: Metrics = {
             "epoch": epoch,
             **train_epoch(model, optimizer, data, batch_size, generator, scheduler, progress),
         }
         row["epoch_time_s"] = time.perf_counter() - start
-        train_seconds += row["epoch_time_s"]
-        row.update(evaluate(model, data.val_x, data.val_y, eval_batch_size, "val"))
-        history.append(row)
+        state.train_seconds += row["epoch_time_s"]
+        if math.isfinite(row["train/loss"]):
+            row.update(evaluate(model, data.val_x, data.val_y, eval_batch_size, "val"))
+        state.history.append(row)
+        bad = [name for name in ("train/loss", "val/loss") if not math.isfinite(row.get(name, math.nan))]
+        if bad:
+            diverged = {"epoch": epoch, "metric": bad[0]}
+            return FitResult(state.history, state.best_epoch, {}, state.train_seconds, 0, {}, diverged)
         on_epoch(row)
         key = (row["val/acc"], -row["val/loss"])
-        if best_key is None or key > best_key:
-            best_key, best_epoch, best_state = key, epoch, copy.deepcopy(model.state_dict())
+        if state.best_key is None or key > state.best_key:
+            state.best_key, state.best_epoch = key, epoch
+            state.best_state = copy.deepcopy(model.state_dict())
+        state.epoch = epoch
+        if on_checkpoint is not None and epoch < epochs:
+            on_checkpoint(state)
     final = evaluate(model, data.test_x, data.test_y, eval_batch_size, "test_last")
-    model.load_state_dict(best_state)
+    model.load_state_dict(state.best_state)
     final.update(evaluate(model, data.test_x, data.test_y, eval_batch_size, "test"))
     if mc_samples:
         final.update(evaluate(model, data.test_x, data.test_y, eval_batch_size, "test_mc", mc_samples))
-    return FitResult(history, best_epoch, final, train_seconds, epochs * len(data.train_y), best_state)
+    samples = epochs * len(data.train_y)
+    return FitResult(state.history, state.best_epoch, final, state.train_seconds, samples, state.best_state)

@@ -1,52 +1,15 @@
 """``dropbench`` end to end, as a subprocess, on tiny datasets in the real file formats."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from fakedata import write_cifar, write_mnist_like
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tinyrun import SMALL_MODEL, TINY, run_dirs
 
-# Small models and tiny splits: each run takes a second or two; what is checked is the plumbing.
-TINY = ["dataset.verify=false", "dataset.val_size=20", "epochs=2", "batch_size=16", "eval_batch_size=64"]
-SMALL_MODEL = {
-    "mlp": ["model=mlp", "model.hidden=[32]"],
-    "cnn": ["model=cnn", "model.channels=[4,8]", "model.fc=[16]"],
-    "lstm": ["model=lstm", "model.hidden=8"],
-}
 SCALARS = ["train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"]
-
-
-@pytest.fixture(scope="session")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    write_mnist_like(root / "MNIST" / "raw", n_train=120, n_test=40)
-    write_mnist_like(root / "FashionMNIST" / "raw", n_train=120, n_test=40, seed=1)
-    write_cifar(root / "cifar-10-batches-py", n_train=120, n_test=40)
-    write_cifar(root / "cifar-100-python", n_train=150, n_test=40, cifar100=True)
-    return root
-
-
-@pytest.fixture
-def dropbench(data_root, tmp_path):
-    """Run ``python -m dropbench ARGS`` with the tiny data, a private cache and results folder."""
-    env = {**os.environ, "DROPBENCH_DATA": str(data_root), "DROPBENCH_CACHE": str(tmp_path / "cache")}
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "dropbench", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-    return run
 
 
 def head_commit() -> str:
@@ -55,10 +18,6 @@ def head_commit() -> str:
     return subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
     ).stdout.strip()
-
-
-def run_dirs(results: Path) -> list[Path]:
-    return sorted(p.parent for p in results.rglob(".hydra"))
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[float]]:
@@ -131,15 +90,6 @@ def test_same_seed_gives_identical_metrics_and_another_seed_does_not(dropbench, 
         records.append(comparable(json.loads((run_dir / "metrics.json").read_text())))
     assert records[0] == records[1]
     assert records[0]["history"] != records[2]["history"]
-
-
-def test_multirun_sweeps_p_and_seed_into_readable_folders(dropbench, tmp_path):
-    done = dropbench("run", "-m", *SMALL_MODEL["mlp"], *TINY, "epochs=1", "p=0.1,0.5", "seed=0,1")
-    assert done.returncode == 0, done.stderr
-    dirs = run_dirs(tmp_path / "results")
-    assert len(dirs) == 4 and all((d / "metrics.json").is_file() for d in dirs)
-    names = {d.name.split("_", 1)[1] for d in dirs}
-    assert names == {f"mnist_mlp_dropout_p{p}_seed{s}" for p in (0.1, 0.5) for s in (0, 1)}
 
 
 def test_mc_dropout_adds_test_mc_metrics(dropbench, tmp_path):

@@ -25,6 +25,7 @@ def load_splits(
     augment: bool,
     cache_dir: str,
     device: torch.device | str = "cpu",
+    train_size: int | None = None,
 ) -> DataSplits:
     """Load dataset ``name`` as train/val/test tensors on ``device``.
 
@@ -42,10 +43,11 @@ def load_splits(
         augment: whether training batches get random crop + horizontal flip.
         cache_dir: where parsed tensors are cached (``~`` is expanded).
         device: where the returned tensors live.
+        train_size: keep only this many training examples (a seeded subset); None keeps all.
 
     Raises:
         DataError: unknown source, files missing or failing verification, download failure,
-            unparsable files, or ``val_size`` out of range; always a one-line message.
+            unparsable files, or ``val_size`` / ``train_size`` out of range; always a one-line message.
     """
     raw = load_raw(name, source, root, system_dirs, verify, download, cache_dir)
-    return make_splits(raw, val_size, split_seed, augment, device)
+    return make_splits(raw, val_size, split_seed, augment, device, train_size)

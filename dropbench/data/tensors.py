@@ -79,10 +79,26 @@ def normalise(x: Tensor, mean: Tensor, std: Tensor, device: torch.device | str) 
 
 
 def make_splits(
-    raw: dict, val_size: int, split_seed: int, augment: bool, device: torch.device | str
+    raw: dict,
+    val_size: int,
+    split_seed: int,
+    augment: bool,
+    device: torch.device | str,
+    train_size: int | None = None,
 ) -> DataSplits:
-    """Carve the validation split out of train, normalise with train statistics, move to ``device``."""
+    """Carve the validation split out of train, normalise with train statistics, move to ``device``.
+
+    ``train_size`` keeps only that many training examples (a seeded random subset, the same in
+    every run): small training sets overfit within few epochs, which makes regularization visible.
+    """
     train_idx, val_idx = split_indices(raw["train_x"].shape[0], val_size, split_seed)
+    if train_size is not None:
+        if not 0 < train_size <= len(train_idx):
+            raise DataError(
+                f"dataset.train_size={train_size} is out of range; it must be between 1 and "
+                f"{len(train_idx)} (the training examples left after val_size), or null for all"
+            )
+        train_idx = train_idx[:train_size]  # split_indices' permutation is seeded: a fixed random subset
     train_x = raw["train_x"][train_idx]
     mean, std = channel_stats(train_x)
     return DataSplits(

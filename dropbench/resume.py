@@ -1,0 +1,196 @@
+"""Runs that survive: skip finished runs, resume interrupted ones, never run one twice at once.
+
+A run folder's path names its configuration (see ``hydra.run.dir``), so running the same
+command again lands in the same folder. What it finds there decides what happens:
+
+- ``metrics.json`` with status finished or diverged: the result exists; the run is skipped.
+- ``checkpoint.pt``: training stopped after some epoch; it resumes from there, restoring the
+  model, optimizer, schedule and every random-number generator, so it ends exactly as an
+  uninterrupted run would.
+- neither: a fresh start.
+
+Either way the stored configuration must equal the current one (up to settings that do not
+change what a run computes); a different one is an error, never a silent mix.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dropbench.errors import ConfigError
+from dropbench.train import FitState
+
+CHECKPOINT_FILE = "checkpoint.pt"
+WEIGHTS_FILE = "weights.pt"  # the best-validation weights of a finished run
+LOCK_FILE = ".lock"
+DONE_STATUSES = ("finished", "diverged")  # re-running these would only repeat them
+
+#: Settings that say where or how fast a run computes, not what: they may differ between the
+#: first attempt and its resumption. Dotted paths into the resolved config.
+NOT_RESULT_DEFINING = (
+    "force",
+    "name",
+    "results_dir",
+    "device",
+    "threads",
+    "eval_batch_size",
+    "dataset.root",
+    "dataset.cache_dir",
+    "dataset.download",
+    "dataset.verify",
+    "dataset.system_dirs",
+)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as ``{"a.b.c": leaf}``."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def result_defining(resolved: dict[str, Any], uses_p: bool) -> dict[str, Any]:
+    """The flattened settings that decide a run's numbers (p only when the reg uses it)."""
+    skipped = NOT_RESULT_DEFINING if uses_p else (*NOT_RESULT_DEFINING, "p")
+    return {
+        key: value
+        for key, value in flatten(resolved).items()
+        if not any(key == s or key.startswith(f"{s}.") for s in skipped)
+    }
+
+
+def config_conflict(stored: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """None if two ``result_defining`` configs agree, else a short account of how they differ."""
+    keys = sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
+    if not keys:
+        return None
+    shown = "; ".join(f"{k}: {stored.get(k)!r} there, {current.get(k)!r} now" for k in keys[:3])
+    more = f" (and {len(keys) - 3} more)" if len(keys) > 3 else ""
+    return shown + more
+
+
+def check_same_config(run_dir: Path, what: str, stored: dict[str, Any], current: dict[str, Any]) -> None:
+    conflict = config_conflict(stored, current)
+    if conflict:
+        raise ConfigError(
+            f"{run_dir} holds a {what} with another config ({conflict}); "
+            "force=true replaces it, or choose another name= or results_dir="
+        )
+
+
+def atomic_torch_save(payload: Any, path: Path) -> None:
+    """``torch.save`` so that a crash mid-write leaves the previous file intact."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def rng_states(generator: torch.Generator) -> dict[str, Any]:
+    """Every random-number generator a run draws from: data order, augmentation and masks."""
+    states = {"data": generator.get_state(), "cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any], generator: torch.Generator) -> None:
+    generator.set_state(states["data"])
+    torch.set_rng_state(states["cpu"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(
+    path: Path,
+    config: dict[str, Any],
+    state: FitState,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+) -> None:
+    """Everything needed to continue after ``state.epoch`` as if training had never stopped."""
+    payload = {
+        "config": config,
+        "state": vars(state),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_states(generator),
+    }
+    atomic_torch_save(payload, path)
+
+
+def load_checkpoint(
+    path: Path,
+    config: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+) -> FitState:
+    """Restore what :func:`save_checkpoint` saved into freshly built objects; returns the fit state."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling errors have no common base class
+        raise ConfigError(
+            f"{path} cannot be read ({type(error).__name__}); force=true starts this run over"
+        ) from None
+    check_same_config(path.parent, "checkpoint", payload["config"], config)
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    restore_rng_states(payload["rng"], generator)
+    return FitState(**payload["state"])
+
+
+def clear_run(run_dir: Path) -> None:
+    """What ``force=true`` removes before re-running: every result and checkpoint of the run."""
+    for name in ("metrics.json", CHECKPOINT_FILE, WEIGHTS_FILE, "resolved_config.yaml"):
+        (run_dir / name).unlink(missing_ok=True)
+    for events in run_dir.glob("events.out.tfevents.*"):
+        events.unlink()
+
+
+class RunLock:
+    """An exclusive lock on a run folder, so two processes of a sweep never train the same run.
+
+    Two jobs can share a folder when a sweep repeats a run (``reg=none`` at several p) and a
+    parallel launcher starts both at once. The lock is the kernel's (``flock``): it vanishes
+    with the process that held it, so a crash never leaves a stale lock behind.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK_FILE
+        self.handle = None
+
+    def acquire(self) -> bool:
+        """True if this process now holds the lock; False if another process does."""
+        import fcntl  # POSIX only; imported here so the module still loads elsewhere
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "a")  # noqa: SIM115 (held open while the lock is held)
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.release()
+            return False
+        return True
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing the file drops the lock
+            self.handle = None

@@ -1,0 +1,148 @@
+"""Resuming without Hydra: a run stopped after any epoch ends exactly as an uninterrupted one."""
+
+import json
+import math
+from functools import partial
+
+import pytest
+import torch
+from fakedata import fake_images
+
+from dropbench.data.tensors import make_splits
+from dropbench.errors import ConfigError
+from dropbench.models import MLP
+from dropbench.record import write_json_atomic
+from dropbench.regularizers import Dropout
+from dropbench.resume import (
+    RunLock,
+    config_conflict,
+    load_checkpoint,
+    result_defining,
+    save_checkpoint,
+)
+from dropbench.schedules import cosine, per_step
+from dropbench.train import FitState, fit
+
+EPOCHS = 4
+CONFIG = {"p": 0.3, "epochs": EPOCHS, "reg": {"form": "inverted"}, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def data():
+    images, labels = fake_images(400, 10, 1, 28, seed=0)
+    test_images, test_labels = fake_images(100, 10, 1, 28, seed=1)
+    raw = {
+        "train_x": torch.as_tensor(images),
+        "train_y": torch.as_tensor(labels, dtype=torch.int64),
+        "test_x": torch.as_tensor(test_images),
+        "test_y": torch.as_tensor(test_labels, dtype=torch.int64),
+        "classes": [str(k) for k in range(10)],
+        "origin": "test",
+    }
+    # augment=True: the data generator drives crops and flips too, so its state must resume
+    return make_splits(raw, val_size=80, split_seed=0, augment=True, device="cpu")
+
+
+def build(data):
+    """A fresh model, optimizer, schedule and data generator, as a new process would build them."""
+    torch.manual_seed(0)
+    model = MLP(data.shape, data.num_classes, hidden=(48,), drop=partial(Dropout, p=0.3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    scheduler = per_step(optimizer, cosine, EPOCHS * math.ceil(len(data.train_y) / 32))
+    return model, optimizer, scheduler, torch.Generator().manual_seed(0)
+
+
+def run_fit(data, parts, state=None, on_checkpoint=None):
+    model, optimizer, scheduler, generator = parts
+    return fit(
+        model,
+        optimizer,
+        data,
+        EPOCHS,
+        32,
+        128,
+        generator,
+        scheduler,
+        state=state,
+        on_checkpoint=on_checkpoint,
+    )
+
+
+class Stop(Exception):
+    """Stands in for Ctrl-C after a given epoch's checkpoint."""
+
+
+@pytest.mark.parametrize("stop_after", [1, 3])
+def test_resumed_fit_ends_with_exactly_the_uninterrupted_metrics(data, tmp_path, stop_after):
+    uninterrupted = run_fit(data, build(data))
+
+    path = tmp_path / "checkpoint.pt"
+    parts = build(data)
+
+    def save_then_maybe_stop(state: FitState) -> None:
+        save_checkpoint(path, CONFIG, state, *parts)
+        if state.epoch == stop_after:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_fit(data, parts, on_checkpoint=save_then_maybe_stop)
+    torch.manual_seed(1234)  # a new process: the global RNG is elsewhere until the checkpoint restores it
+    fresh = build(data)
+    state = load_checkpoint(path, CONFIG, *fresh)
+    assert state.epoch == stop_after and len(state.history) == stop_after
+    resumed = run_fit(data, fresh, state=state)
+
+    def strip(history):
+        return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in history]
+
+    assert strip(resumed.history) == strip(uninterrupted.history)
+    assert resumed.final == uninterrupted.final and resumed.best_epoch == uninterrupted.best_epoch
+
+
+def test_a_checkpoint_of_another_config_is_refused_by_name(data, tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    parts = build(data)
+    save_checkpoint(path, CONFIG, FitState(epoch=1), *parts)
+    with pytest.raises(ConfigError, match=r"p: 0.3 there, 0.5 now.*force=true"):
+        load_checkpoint(path, {**CONFIG, "p": 0.5}, *build(data))
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_checkpoint(path, CONFIG, *build(data))
+
+
+def test_result_defining_settings_ignore_where_and_how_fast_but_not_what():
+    base = {"p": 0.5, "epochs": 3, "device": "cpu", "threads": 2, "dataset": {"root": "/a", "val_size": 10}}
+    moved = {**base, "device": "cuda", "threads": 1, "dataset": {"root": "/b", "val_size": 10}}
+    assert config_conflict(result_defining(base, True), result_defining(moved, True)) is None
+    other = {**base, "epochs": 4}
+    assert (
+        config_conflict(result_defining(base, True), result_defining(other, True)) == "epochs: 3 there, 4 now"
+    )
+    other_p = {**base, "p": 0.1}
+    assert config_conflict(result_defining(base, True), result_defining(other_p, True)) is not None
+    assert config_conflict(result_defining(base, False), result_defining(other_p, False)) is None  # reg=none
+
+
+def test_run_lock_is_exclusive_and_released(tmp_path):
+    first, second = RunLock(tmp_path / "run"), RunLock(tmp_path / "run")
+    assert first.acquire()
+    assert not second.acquire()  # flock locks are per open file: a second holder is refused
+    first.release()
+    assert second.acquire()
+    second.release()
+
+
+def test_json_records_store_non_finite_numbers_as_null(tmp_path):
+    path = tmp_path / "metrics.json"
+    write_json_atomic(path, {"history": [{"train/loss": math.nan, "train/acc": math.inf, "epoch": 1}]})
+    assert json.loads(path.read_text()) == {"history": [{"train/loss": None, "train/acc": None, "epoch": 1}]}
+    assert "NaN" not in path.read_text()
+
+
+def test_a_diverging_fit_stops_early_and_reports_where(data):
+    torch.manual_seed(0)
+    model = MLP(data.shape, data.num_classes, hidden=(48,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e12)
+    result = fit(model, optimizer, data, 5, 32, 128, torch.Generator().manual_seed(0))
+    assert result.diverged == {"epoch": 1, "metric": "train/loss"}
+    assert len(result.history) == 1 and result.final == {}

@@ -1,0 +1,126 @@
+"""Sweeps that survive: stable folders, skipped finished runs, resume after Ctrl-C, skipped bad jobs."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tinyrun import SMALL_MODEL, TINY, run_dirs
+
+MLP = [*SMALL_MODEL["mlp"], *TINY]
+
+
+def records(results: Path) -> dict[str, dict]:
+    """metrics.json of every run below ``results``, keyed by the folder path relative to it."""
+    return {
+        str(f.parent.relative_to(results)): json.loads(f.read_text()) for f in results.rglob("metrics.json")
+    }
+
+
+def without_times(record: dict) -> dict:
+    history = [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in record["history"]]
+    return {"history": history, "final": record["final"], "best": record.get("best")}
+
+
+def test_sweep_folders_are_stable_and_name_dataset_model_reg_p_and_seed(dropbench, tmp_path):
+    done = dropbench("run", "-m", *MLP, "epochs=1", "p=0.1,0.5", "seed=0,1")
+    assert done.returncode == 0, done.stderr
+    found = sorted(records(tmp_path / "results"))
+    overrides = "batch_size=16,dataset.val_size=20,epochs=1,model.hidden=[32]"
+    assert found == [
+        f"sweeps/default/mnist/mlp/dropout/p{p}/{overrides}/seed{s}" for p in (0.1, 0.5) for s in (0, 1)
+    ]
+
+
+def test_a_repeated_sweep_skips_finished_runs_and_force_reruns_them(dropbench, tmp_path):
+    sweep = ["run", "-m", *MLP, "epochs=1", "p=0.1,0.5"]
+    assert dropbench(*sweep).returncode == 0
+    first = records(tmp_path / "results")
+    again = dropbench(*sweep)
+    assert again.returncode == 0, again.stderr
+    skips = [line for line in again.stdout.splitlines() if line.startswith("dropbench: skip")]
+    assert len(skips) == 2 and all("finished already; force=true re-runs it" in s for s in skips)
+    assert records(tmp_path / "results") == first  # untouched, finished_at included
+    forced = dropbench(*sweep, "force=true")
+    assert forced.returncode == 0 and "dropbench: skip" not in forced.stdout
+    rerun = records(tmp_path / "results")
+    assert {k: without_times(r) for k, r in rerun.items()} == {k: without_times(r) for k, r in first.items()}
+
+
+def test_invalid_and_redundant_jobs_are_skipped_with_a_reason_and_the_sweep_goes_on(dropbench, tmp_path):
+    done = dropbench("run", "-m", *MLP, "epochs=1", "reg=spatial,none,dropout", "p=0.2,0.5")
+    assert done.returncode == 0, done.stderr
+    invalid = [line for line in done.stderr.splitlines() if line.startswith("dropbench: skip")]
+    assert len(invalid) == 2 and all("reg=spatial does not apply to model=mlp" in s for s in invalid)
+    assert "reg=none ignores p: one run serves every p" in done.stdout
+    found = records(tmp_path / "results")
+    regs = sorted((r["config"]["reg"], r["config"]["p"]) for r in found.values())
+    assert regs == [("dropout", 0.2), ("dropout", 0.5), ("none", None)]
+    assert not any("spatial" in str(d) for d in run_dirs(tmp_path / "results"))  # no empty folders left
+
+
+def test_a_diverging_run_is_recorded_as_such_and_the_sweep_goes_on(dropbench, tmp_path):
+    done = dropbench("run", "-m", *MLP, "optimizer=sgd", "lr=1e12,0.01")
+    assert done.returncode == 0, done.stderr
+    assert "diverged at epoch 1 (train/loss is not finite)" in done.stdout
+    by_status = {r["status"]: r for r in records(tmp_path / "results").values()}
+    assert set(by_status) == {"diverged", "finished"}
+    diverged = by_status["diverged"]
+    assert diverged["diverged"] == {"epoch": 1, "metric": "train/loss"} and diverged["final"] == {}
+    assert diverged["history"][0]["train/loss"] is None  # NaN stored as JSON null
+    again = dropbench(
+        "run", *MLP, "optimizer=sgd", "lr=1e12"
+    )  # a single run finds the sweep's? no: own folder
+    assert again.returncode == 0
+
+
+def test_a_run_with_a_different_config_in_its_folder_is_refused_naming_the_difference(dropbench, tmp_path):
+    assert dropbench("run", *MLP, "epochs=1").returncode == 0
+    [path] = (tmp_path / "results").rglob("metrics.json")
+    record = json.loads(path.read_text())
+    record["resolved_config"]["lr"] = 0.5  # as if configs/config.yaml's default had changed since
+    path.write_text(json.dumps(record))
+    done = dropbench("run", *MLP, "epochs=1")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"dropbench: error: {path.parent} holds a finished run with another config "
+        "(lr: 0.5 there, 0.001 now); force=true replaces it, or choose another name= or results_dir="
+    ]
+    assert json.loads(path.read_text()) == record  # nothing lost
+
+
+def test_ctrl_c_stops_cleanly_and_the_rerun_resumes_to_the_uninterrupted_result(
+    dropbench_env, dropbench, tmp_path
+):
+    # Many short epochs, so that the interrupt lands mid-run, after some checkpoints.
+    args = ["run", "model=mlp", "model.hidden=[64]", *TINY, "epochs=20", "batch_size=4"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dropbench", *args, "results_dir=stopped"],
+        cwd=tmp_path,
+        env=dropbench_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "stopped").rglob("checkpoint.pt")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "run the same command again to resume" in stderr
+    [interrupted] = records(tmp_path / "stopped").values()
+    assert interrupted["status"] == "interrupted" and 1 <= len(interrupted["history"]) < 20
+    assert list((tmp_path / "stopped").rglob("checkpoint.pt"))
+
+    resumed = dropbench(*args, "results_dir=stopped")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"after epoch {len(interrupted['history'])} of 20" in resumed.stdout  # Hydra logs to stdout
+    assert not list((tmp_path / "stopped").rglob("checkpoint.pt"))  # the result supersedes it
+    assert dropbench(*args, "results_dir=whole").returncode == 0
+    [stopped_then_resumed] = records(tmp_path / "stopped").values()
+    [whole] = records(tmp_path / "whole").values()
+    assert stopped_then_resumed["status"] == "finished"
+    assert without_times(stopped_then_resumed) == without_times(whole)
