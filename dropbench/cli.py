@@ -18,6 +18,9 @@ commands:
               dropbench run model=mlp reg=dropout p=0.5
               dropbench run -m reg=none,dropout p=0.1,0.3,0.5 seed=0,1,2
             'dropbench run --help' lists every option and config group
+  report    tables (Markdown, CSV, LaTeX) and figures comparing the finished runs under PATH
+              dropbench report results/ [--out DIR] [--metric error|acc] [--split test|test_last|test_mc]
+            'dropbench report --help' describes every option
 
 options:
   -h, --help     show this message
@@ -38,11 +41,21 @@ def run(arguments: list[str]) -> int:
         print(f"dropbench: error: {error}", file=sys.stderr)
         return 2
     sys.argv = ["dropbench run", *arguments]  # Hydra parses sys.argv
-    hydra.main(config_path=str(configs), config_name="config", version_base="1.3")(task)()
+    try:
+        hydra.main(config_path=str(configs), config_name="config", version_base="1.3")(task)()
+    except KeyboardInterrupt:  # the run has said what it saved; no traceback
+        return 130  # the shell's code for "stopped by SIGINT"
     return 0
 
 
-COMMANDS = {"run": run}
+def report(arguments: list[str]) -> int:
+    """``dropbench report PATH... [options]``: tables and figures from the runs' metrics.json."""
+    from dropbench.report import main as report_main  # pandas and matplotlib load only for this command
+
+    return report_main(arguments)
+
+
+COMMANDS = {"run": run, "report": report}
 
 
 def main(argv: list[str] | None = None) -> int:

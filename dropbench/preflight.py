@@ -5,9 +5,11 @@ Hydra stays the registry: the valid choices of a group are the yaml files in its
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -15,7 +17,30 @@ from omegaconf import OmegaConf
 
 from dropbench.errors import ConfigError
 
-GROUPS = ("model", "dataset", "reg", "optimizer", "schedule")
+GROUPS = ("model", "dataset", "reg", "optimizer", "schedule", "experiment")
+
+
+class Plugin(NamedTuple):
+    """A Hydra plugin that some choices of a hydra/ group need, and dropbench's pip extra for it."""
+
+    module: str  # what find_spec looks for
+    extra: str  # pip install 'dropbench[EXTRA]'
+    title: str  # for the message
+
+
+JOBLIB = Plugin("hydra_plugins.hydra_joblib_launcher", "parallel", "Hydra's joblib launcher")
+SUBMITIT = Plugin("hydra_plugins.hydra_submitit_launcher", "slurm", "Hydra's submitit launcher")
+OPTUNA = Plugin("hydra_plugins.hydra_optuna_sweeper", "search", "Hydra's Optuna sweeper")
+
+#: (group, choice) -> the plugin behind it: ours (configs/hydra/*/) and the plugins' own names
+PLUGIN_CHOICES = {
+    ("hydra/launcher", "joblib"): JOBLIB,
+    ("hydra/launcher", "slurm"): SUBMITIT,
+    ("hydra/launcher", "submitit_slurm"): SUBMITIT,
+    ("hydra/launcher", "submitit_local"): SUBMITIT,
+    ("hydra/sweeper", "search"): OPTUNA,
+    ("hydra/sweeper", "optuna"): OPTUNA,
+}
 
 
 def config_dir() -> Path:
@@ -46,6 +71,20 @@ def override_values(argument: str) -> tuple[str, list[str]] | None:
     return override.key_or_group, [override.get_value_element_as_str()]
 
 
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent, the hydra_plugins namespace, is missing too
+        return False
+
+
+def check_plugin(group: str, choice: str) -> None:
+    """A hydra/launcher or hydra/sweeper choice whose plugin is not installed names its pip extra."""
+    plugin = PLUGIN_CHOICES.get((group, choice))
+    if plugin is not None and not installed(plugin.module):
+        raise ConfigError(f"{group}={choice} needs {plugin.title}; pip install 'dropbench[{plugin.extra}]'")
+
+
 def check_writable(folder: Path) -> None:
     """Create ``folder`` if needed and prove a file can be written there."""
     try:
@@ -60,7 +99,7 @@ def check_writable(folder: Path) -> None:
 
 
 def check_overrides(arguments: list[str], configs: Path) -> None:
-    """Unknown group choices and an unwritable results_dir fail here with one line."""
+    """Unknown group choices, missing Hydra plugins and an unwritable results_dir fail here with one line."""
     results_dir = OmegaConf.load(configs / "config.yaml").results_dir
     for argument in arguments:
         if argument.startswith("-") or "=" not in argument:
@@ -71,6 +110,8 @@ def check_overrides(arguments: list[str], configs: Path) -> None:
         key, values = parsed
         if key == "results_dir":
             results_dir = values[0]
+        for value in values:
+            check_plugin(key, value)
         if key in GROUPS:
             valid = group_choices(configs, key)
             for value in values:

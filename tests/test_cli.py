@@ -33,7 +33,7 @@ def test_run_trains_and_records_every_model_on_both_image_families(dropbench, tm
     assert done.returncode == 0, done.stderr
     [run_dir] = run_dirs(tmp_path / "results")
     for part in (dataset, model, "dropout", "p0.3", "seed0"):
-        assert part in run_dir.name
+        assert part in run_dir.parts
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     resolved = yaml.safe_load((run_dir / "resolved_config.yaml").read_text())
     assert resolved["p"] == 0.3 and resolved["reg"]["layers"]["drop"]["p"] == 0.3

@@ -24,3 +24,9 @@ def test_readme_states_the_model_reg_table_of_the_code():
     rows = {tuple(cell.strip() for cell in line.strip("|").split("|")) for line in readme.splitlines()}
     for (model, reg), reason in INVALID.items():
         assert (model, reg, reason) in rows, (model, reg)
+
+
+def test_every_python_package_ships_in_the_wheel():
+    packages = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    for init in (ROOT / "dropbench").rglob("__init__.py"):
+        assert ".".join(init.parent.relative_to(ROOT).parts) in packages, init.parent

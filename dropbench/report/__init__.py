@@ -1,0 +1,88 @@
+"""``dropbench report PATH...``: tables and figures comparing the finished runs under PATH.
+
+Reads each run's ``metrics.json`` (and ``weights.pt`` for weight maps), never logs. Writes
+``runs.csv`` (one row per finished run), per (dataset, model) group the main, best-p, gap and
+MC dropout tables as Markdown, CSV and LaTeX, and the figures as PNG and SVG; prints the
+Markdown. Unfinished, interrupted, diverged and corrupt runs are listed apart, with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dropbench.errors import DropbenchError
+
+METRICS = ("error", "acc")
+SPLITS = ("test", "test_last", "test_mc")
+OUTPUTS = """\
+writes into DIR:
+  report.md                     everything printed, as one Markdown file
+  runs.csv                      one row per finished run: setup, reg settings, every final metric
+  D_M_main.{md,csv,tex}         per dataset D and model M: metric per regularizer and p, mean ± std (n)
+  D_M_best_p.{md,csv,tex}       each regularizer at the p with the best mean validation accuracy
+  D_M_gap.{md,csv,tex}          train acc - test acc, in percentage points
+  D_M_mc.{md,csv,tex}           deterministic vs MC dropout acc, NLL, ECE (runs with test_mc/*)
+  D_M_error_vs_p.{png,svg}      the metric against p (acc_vs_p with --metric acc)
+  D_M_curves.{png,svg}          train and validation curves at each regularizer's best p
+  D_M_weights.{png,svg}         MLP first-layer weights at each regularizer's best p
+  excluded.{md,csv,tex}         unfinished, interrupted, diverged and corrupt runs, with the reason
+"""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors as the one line every dropbench error is: ``dropbench: error: ...``, status 2."""
+
+    def error(self, message: str):
+        print(f"dropbench: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def parser() -> argparse.ArgumentParser:
+    made = OneLineParser(
+        prog="dropbench report",
+        description="Tables and figures comparing the finished runs under PATH (from their metrics.json).",
+        epilog=OUTPUTS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    made.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="folders searched for runs, recursively"
+    )
+    made.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: FIRST_PATH/report)")
+    made.add_argument(
+        "--metric",
+        choices=METRICS,
+        default="error",
+        help="headline number: error = 100 (1 - acc), or acc; in %%",
+    )
+    made.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="test",
+        help="test: best-validation weights (default); test_last: last epoch's; test_mc: MC dropout",
+    )
+    return made
+
+
+def check_paths(paths: list[Path]) -> None:
+    """Every PATH must exist."""
+    for path in paths:
+        if not path.exists():
+            raise DropbenchError(f"{str(path)!r} does not exist")
+
+
+def main(arguments: list[str]) -> int:
+    """Parse, make the report, print its Markdown; a user error is one line and status 2."""
+    args = parser().parse_args(arguments)
+    try:
+        check_paths(args.paths)  # before the heavy imports (torch, pandas: seconds), so a typo fails at once
+        from dropbench.report.build import Options, make_report
+
+        out = make_report(args.paths, args.out, Options(args.metric, args.split))
+    except DropbenchError as error:
+        print(f"dropbench: error: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(out.sections))
+    print(f"dropbench: wrote {len(out.files)} files to {out.folder}", file=sys.stderr)
+    return 0

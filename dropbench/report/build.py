@@ -1,0 +1,132 @@
+"""Assemble the report: read the runs, make each (dataset, model) group's tables and figures,
+write them to the output folder and return the whole report as Markdown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from dropbench.errors import DropbenchError
+from dropbench.report import plots, tables
+from dropbench.report.labels import add_labels
+from dropbench.report.render import markdown, save_figure, write_table, write_text
+from dropbench.report.runs import Run, in_shape, runs_frame, scan
+
+RUNS_FILE = "runs.csv"
+REPORT_FILE = "report.md"
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to report: ``metric`` is error or acc (both in %), on the ``split`` test or test_mc."""
+
+    metric: str = "error"
+    split: str = "test"
+
+
+@dataclass
+class Output:
+    """The Markdown so far and the files written."""
+
+    folder: Path
+    sections: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+
+def runs_count(n: int) -> str:
+    return f"{n} finished run" + ("" if n == 1 else "s")
+
+
+def group_tables(frame: pd.DataFrame, options: Options) -> list[tables.Table]:
+    """Main, best-p, gap and (when any run has test_mc/*) MC dropout tables of one group."""
+    made = [
+        tables.main_table(frame, options.metric, options.split),
+        tables.best_p_table(frame, options.metric, options.split),
+        tables.gap_table(frame, options.split),
+    ]
+    mc = tables.mc_table(frame)
+    return made + ([mc] if mc is not None else [])
+
+
+def group_figures(
+    frame: pd.DataFrame, made: list[tables.Table], runs: dict[str, Run], title: str, options: Options
+):
+    """(file stem, figure) pairs of one group; figures with nothing to draw are skipped."""
+    main, best = made[0], made[1].numbers
+    palette = plots.colors(list(pd.unique(frame["label"])))
+    name = tables.metric_name(options.metric, options.split)
+    heading = f"{options.split} {options.metric} (%)"
+    histories = {folder: run.record.get("history") or [] for folder, run in runs.items()}
+    shape = in_shape(runs[frame["run"].iloc[0]])
+    figures = {
+        f"{options.metric}_vs_p": plots.metric_vs_p(
+            main.numbers, name, heading, f"{title}: {heading} vs p", palette
+        ),
+        "curves": plots.curves(frame, best, histories, title, palette),
+        "weights": plots.weight_maps(frame, best, shape, title),
+    }
+    return [(stem, figure) for stem, figure in figures.items() if figure is not None]
+
+
+def report_group(frame: pd.DataFrame, runs: dict[str, Run], options: Options, out: Output) -> pd.DataFrame:
+    """Write one (dataset, model) group's tables and figures; returns its runs with their labels."""
+    frame = add_labels(frame)
+    dataset, model = frame["dataset"].iloc[0], frame["model"].iloc[0]
+    title, prefix = f"{dataset} / {model}", f"{dataset}_{model}"
+    out.sections.append(f"## {title} ({runs_count(len(frame))})\n")
+    measured = frame[tables.column(frame, f"{options.split}/acc").notna()]
+    if measured.empty:  # e.g. --split test_mc and this group ran without MC dropout
+        out.sections.append(f"No run of this group has `{options.split}/*` metrics.\n")
+        return frame
+    made = group_tables(measured, options)
+    for table in made:
+        out.files += write_table(table, out.folder / f"{prefix}_{table.name}", f"{title}: {table.note}")
+        out.sections.append(markdown(table))
+    for stem, figure in group_figures(measured, made, runs, title, options):
+        out.files += save_figure(figure, out.folder / f"{prefix}_{stem}")
+    return frame
+
+
+IDENTITY = ["run", "dataset", "model", "reg", "label"]
+
+
+def column_kind(name: str) -> int:
+    """Sort key of runs.csv's columns: identity, config knobs, group settings (``model.hidden``,
+    ``reg.mask``), then metrics (``test/acc``) and what is derived from them."""
+    if name in IDENTITY:
+        return 0
+    if "/" in name or name in ("best_epoch", "gap"):
+        return 3
+    return 2 if "." in name else 1
+
+
+def write_runs(labeled: list[pd.DataFrame], out: Output) -> None:
+    """``runs.csv``: every finished run, one row each."""
+    frame = pd.concat(labeled)
+    columns = IDENTITY + sorted((c for c in frame.columns if c not in IDENTITY), key=column_kind)
+    out.files.append(write_text(out.folder / RUNS_FILE, frame[columns].to_csv(index=False)))
+
+
+def make_report(paths: list[Path], folder: Path | None, options: Options) -> Output:
+    """Read every run under ``paths`` and write the report into ``folder`` (default: the first
+    path's ``report/``). Nothing is written when there is nothing to report."""
+    finished, problems = scan(paths)
+    frame = runs_frame(finished)
+    where = ", ".join(map(str, paths))
+    if tables.column(frame, f"{options.split}/acc").isna().all():
+        raise DropbenchError(f"no finished run under {where} has {options.split}/* metrics")
+    out = Output(folder if folder is not None else paths[0] / "report")
+    out.folder.mkdir(parents=True, exist_ok=True)
+    out.sections.append(f"# dropbench report\n\n{runs_count(len(finished))} under {where}\n")
+    runs = {str(run.folder): run for run in finished}
+    write_runs(
+        [report_group(group, runs, options, out) for _, group in frame.groupby(["dataset", "model"])], out
+    )
+    if problems:
+        table = tables.problems_table(problems)
+        out.files += write_table(table, out.folder / table.name, table.note)
+        out.sections.append(markdown(table, level=2))
+    out.files.append(write_text(out.folder / REPORT_FILE, "\n".join(out.sections)))
+    return out

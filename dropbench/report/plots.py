@@ -1,0 +1,137 @@
+"""The report's figures, one (dataset, model) group each: metric vs p, training curves at the
+best p, and first-layer weight maps. Built on ``matplotlib.figure.Figure`` (Agg, no pyplot), so
+no window opens and no global figure state leaks between calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from dropbench.report.runs import WEIGHTS_FILE
+from dropbench.report.weightmap import first_layer_weight, weight_grid
+
+#: Models whose first layer reads the flattened image, so its rows can be drawn as images.
+WEIGHT_MAP_MODELS = ("mlp",)
+PANELS_PER_ROW = 4
+
+
+def colors(labels: list[str]) -> dict[str, str]:
+    """One color per row label, the same in every figure of the report."""
+    return {label: f"C{i % 10}" for i, label in enumerate(labels)}
+
+
+def same_p(values: pd.Series, p: float) -> pd.Series:
+    """Rows whose p equals ``p``; NaN (a reg that ignores p) matches NaN."""
+    return values.isna() if pd.isna(p) else values == p
+
+
+def with_p(label: str, p: float) -> str:
+    return label if pd.isna(p) else f"{label}, p={p:g}"
+
+
+def metric_vs_p(
+    numbers: pd.DataFrame, name: str, heading: str, title: str, palette: dict[str, str]
+) -> Figure:
+    """Mean ± std of the headline metric against p, one line per regularizer; regularizers that
+    ignore p are dashed horizontal lines (their ±std as a light band)."""
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for label, rows in numbers.groupby("label", sort=False):
+        mean, std, color = rows[f"{name}_mean"], rows[f"{name}_std"].fillna(0), palette[label]
+        if rows["p"].isna().all():
+            m, s = mean.iloc[0], std.iloc[0]
+            ax.axhline(m, linestyle="--", color=color, label=f"{label}, no p")
+            ax.axhspan(m - s, m + s, color=color, alpha=0.1, linewidth=0)
+        else:
+            ax.errorbar(rows["p"], mean, yerr=std, marker="o", capsize=3, color=color, label=label)
+    ax.set(title=title, xlabel="drop probability p", ylabel=f"{heading}, mean ± std over seeds")
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize="small")  # outside: never hides a point
+    return fig
+
+
+def mean_history(histories: list[list[dict]]) -> pd.DataFrame:
+    """Per-epoch mean over seeds of every numeric history column (null values skipped)."""
+    rows = pd.DataFrame([row for history in histories for row in history])
+    return rows.apply(pd.to_numeric, errors="coerce").groupby("epoch").mean()
+
+
+def curves(
+    frame: pd.DataFrame,
+    best: pd.DataFrame,
+    histories: dict[str, list[dict]],
+    title: str,
+    palette: dict[str, str],
+) -> Figure | None:
+    """Train (solid) and validation (dashed) loss and accuracy per epoch, mean over seeds, for each
+    regularizer at its best p."""
+    fig = Figure(figsize=(13, 4.5), layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    drawn = []
+    for label, p in zip(best["label"], best["p"], strict=True):
+        runs = frame[(frame["label"] == label) & same_p(frame["p"], p)]
+        history = mean_history([histories[run] for run in runs["run"] if histories.get(run)])
+        if history.empty:
+            continue
+        color = palette[label]
+        for split, style in (("train", "-"), ("val", "--")):
+            if f"{split}/loss" in history:
+                loss_ax.plot(history.index, history[f"{split}/loss"], style, color=color)
+            if f"{split}/acc" in history:
+                acc_ax.plot(history.index, 100 * history[f"{split}/acc"], style, color=color)
+        drawn.append(Line2D([], [], color=color, label=f"{with_p(label, p)} (n={len(runs)})"))
+    if not drawn:
+        return None
+    loss_ax.set(title="loss", xlabel="epoch", ylabel="cross-entropy (nats)")
+    acc_ax.set(title="accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    styles = [
+        Line2D([], [], color="gray", linestyle=s, label=n) for s, n in (("-", "train"), ("--", "validation"))
+    ]
+    fig.legend(handles=drawn + styles, loc="outside right upper", fontsize="small")
+    fig.suptitle(f"{title}: training curves at each regularizer's best p (mean over seeds)")
+    return fig
+
+
+def first_grid(runs: pd.DataFrame, in_shape: tuple[int, int, int]) -> torch.Tensor | None:
+    """The weight grid of the lowest-seed run that saved its weights, or None."""
+    for folder in runs.sort_values("seed")["run"]:
+        path = Path(folder) / WEIGHTS_FILE
+        if path.is_file():
+            weight = first_layer_weight(torch.load(path, map_location="cpu", weights_only=True), in_shape)
+            if weight is not None:
+                return weight_grid(weight, in_shape)
+    return None
+
+
+def weight_maps(
+    frame: pd.DataFrame, best: pd.DataFrame, in_shape: tuple[int, int, int] | None, title: str
+) -> Figure | None:
+    """First-layer weights of each regularizer at its best p (first seed), side by side."""
+    if in_shape is None or not frame["model"].isin(WEIGHT_MAP_MODELS).all():
+        return None
+    panels = []
+    for label, p in zip(best["label"], best["p"], strict=True):
+        grid = first_grid(frame[(frame["label"] == label) & same_p(frame["p"], p)], in_shape)
+        if grid is not None:
+            panels.append((with_p(label, p), grid))
+    if not panels:
+        return None
+    columns = min(len(panels), PANELS_PER_ROW)
+    rows = -(-len(panels) // columns)
+    fig = Figure(figsize=(3.2 * columns, 3.4 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, (name, grid) in zip(axes, panels, strict=False):  # the last row may have empty axes
+        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_title(name, fontsize="small")
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(f"{title}: first-layer weights, first 100 hidden units (each tile min-max scaled)")
+    return fig

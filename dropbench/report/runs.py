@@ -1,0 +1,195 @@
+"""Find run folders and read their ``metrics.json``: finished runs into one tidy DataFrame, the rest
+into a list of problems with the reason. Only per-run files are read, never logs or TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dropbench.errors import DropbenchError
+
+METRICS_FILE = "metrics.json"
+WEIGHTS_FILE = "weights.pt"
+#: Signs that a run started: Hydra's config folder, or a mid-run checkpoint.
+STARTED_MARKERS = (".hydra", "checkpoint.pt")
+STATUSES = ("finished", "diverged", "interrupted")
+#: config keys every finished run must have; the others (optimizer, lr, max_norm, ...) may be missing
+#: in older records and then read as None.
+REQUIRED_CONFIG = ("dataset", "model", "reg", "p", "seed")
+SETUP_KEYS = ("optimizer", "schedule", "wd", "max_norm", "epochs", "batch_size", "lr")
+#: resolved_config.reg entries that are not settings of the regularizer
+REG_BOOKKEEPING = {"layers", "folder", "uses_p", "wd"}
+#: resolved_config groups whose settings change what a run trains (model.hidden, dataset.augment, ...)
+SETUP_GROUPS = ("model", "dataset", "optimizer", "schedule")
+#: settings that say where a run found its files, not what it trained
+LOCATION_KEYS = {"root", "cache_dir", "download", "verify"}
+REQUIRED_FINAL = ("train/acc", "test/acc")
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run: its folder and the parsed ``metrics.json``."""
+
+    folder: Path
+    record: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A run left out of the tables: ``status`` is unfinished, interrupted, diverged or corrupt."""
+
+    folder: Path
+    status: str
+    reason: str
+
+
+def find_run_folders(root: Path) -> list[Path]:
+    """Every folder under ``root`` (``root`` included) holding metrics.json, .hydra/ or checkpoint.pt."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        names = set(files) | set(subfolders)
+        if METRICS_FILE in names or any(marker in names for marker in STARTED_MARKERS):
+            found.append(Path(folder))
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+    return sorted(found)
+
+
+def missing_keys(record: dict[str, Any]) -> list[str]:
+    """The keys a finished record needs and lacks, named ``section/key``."""
+    config, final, best = (record.get(k) for k in ("config", "final", "best"))
+    if not isinstance(config, dict) or not isinstance(final, dict) or not isinstance(best, dict):
+        return [k for k in ("config", "final", "best") if not isinstance(record.get(k), dict)]
+    needed = [
+        ("config", config, REQUIRED_CONFIG),
+        ("final", final, REQUIRED_FINAL),
+        ("best", best, ("val/acc",)),
+    ]
+    return [f"{name}/{key}" for name, section, keys in needed for key in keys if key not in section]
+
+
+def read_run(folder: Path) -> Run | Problem:
+    """The run in ``folder``, or the reason it cannot be tabulated."""
+    path = folder / METRICS_FILE
+    if not path.is_file():
+        return Problem(folder, "unfinished", "no metrics.json: the run never finished")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return Problem(folder, "corrupt", f"metrics.json unreadable: {error}")
+    status = record.get("status") if isinstance(record, dict) else None
+    if status not in STATUSES:
+        return Problem(
+            folder, "corrupt", f"metrics.json has status {status!r}, not one of {', '.join(STATUSES)}"
+        )
+    if status == "diverged":
+        where = record.get("diverged") or {}
+        return Problem(
+            folder, status, f"{where.get('metric', 'loss')} not finite at epoch {where.get('epoch', '?')}"
+        )
+    if status == "interrupted":
+        return Problem(folder, status, f"stopped after {len(record.get('history') or [])} epoch(s)")
+    missing = missing_keys(record)
+    if missing:
+        return Problem(folder, "corrupt", f"metrics.json lacks {', '.join(missing)}")
+    return Run(folder, record)
+
+
+def scan(paths: list[Path]) -> tuple[list[Run], list[Problem]]:
+    """Read every run under ``paths``; each path must exist and hold at least one finished run."""
+    if not paths:
+        raise DropbenchError("no PATH given; name folders that hold runs, e.g. results/")
+    runs: dict[Path, Run] = {}
+    problems: dict[Path, Problem] = {}
+    for path in paths:
+        if not path.exists():
+            raise DropbenchError(f"{str(path)!r} does not exist")
+        found = [read_run(folder) for folder in find_run_folders(path)]
+        if not any(isinstance(item, Run) for item in found):
+            raise DropbenchError(f"no finished run under {str(path)!r} ({describe(found)})")
+        for item in found:  # a folder named twice (results/ and results/sweeps/) counts once
+            (runs if isinstance(item, Run) else problems)[item.folder.resolve()] = item
+    return list(runs.values()), list(problems.values())
+
+
+def describe(found: list[Run | Problem]) -> str:
+    """'no run folders' or a count per status, for the error message."""
+    if not found:
+        return "no folder with metrics.json, .hydra/ or checkpoint.pt"
+    counts = pd.Series([item.status for item in found]).value_counts()
+    return ", ".join(f"{n} {status}" for status, n in counts.items())
+
+
+def scalar_settings(section: Any) -> dict[str, Any]:
+    """The regularizer's own scalar settings from ``resolved_config.reg`` (no layers, no bookkeeping)."""
+    if not isinstance(section, dict):
+        return {}
+    return {
+        key: value
+        for key, value in section.items()
+        if key not in REG_BOOKKEEPING and not key.startswith("_") and not isinstance(value, (dict, list))
+    }
+
+
+def setup_settings(resolved: dict[str, Any]) -> dict[str, Any]:
+    """Scalar and list settings of the setup groups, as ``group.key`` (lists as text, so they compare)."""
+    found = {}
+    for group in SETUP_GROUPS:
+        for key, value in scalar_or_list(resolved.get(group)).items():
+            if key not in LOCATION_KEYS:
+                found[f"{group}.{key}"] = json.dumps(value) if isinstance(value, list) else value
+    return found
+
+
+def scalar_or_list(section: Any) -> dict[str, Any]:
+    if not isinstance(section, dict):
+        return {}
+    return {
+        key: value
+        for key, value in section.items()
+        if not key.startswith("_") and not isinstance(value, dict)
+    }
+
+
+def number(value: Any) -> float:
+    """A metric as a float; null (a diverged value) and non-numbers become NaN."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def run_row(run: Run) -> dict[str, Any]:
+    """One run as a flat row: identity, setup, reg settings (``reg.<name>``), metrics."""
+    record = run.record
+    config = record["config"]
+    final, best = record["final"], record["best"]
+    row: dict[str, Any] = {"run": str(run.folder)}
+    row.update({key: config[key] for key in REQUIRED_CONFIG})
+    row.update({key: config.get(key) for key in SETUP_KEYS})
+    resolved = record.get("resolved_config") or {}
+    row.update(setup_settings(resolved))
+    row.update({f"reg.{key}": value for key, value in scalar_settings(resolved.get("reg")).items()})
+    row.update({key: number(value) for key, value in final.items()})
+    row["best_epoch"] = best.get("epoch")
+    row["val/acc_best"] = number(best.get("val/acc"))
+    row["val/loss_best"] = number(best.get("val/loss"))
+    row["gap"] = row["train/acc"] - row["test/acc"]  # train minus test accuracy, as fractions
+    return row
+
+
+def runs_frame(runs: list[Run]) -> pd.DataFrame:
+    """All finished runs, one row each, sorted by dataset, model, reg, p and seed."""
+    frame = pd.DataFrame([run_row(run) for run in runs])
+    frame["p"] = pd.to_numeric(frame["p"]).astype(float)  # null p (reg ignores it) -> NaN
+    return frame.sort_values(
+        ["dataset", "model", "reg", "p", "seed", "run"], na_position="first"
+    ).reset_index(drop=True)
+
+
+def in_shape(run: Run) -> tuple[int, int, int] | None:
+    """The (C, H, W) of the run's inputs, when recorded."""
+    shape = (run.record.get("data") or {}).get("shape")
+    return tuple(shape) if isinstance(shape, list) and len(shape) == 3 else None

@@ -1,0 +1,182 @@
+"""Summary tables of one (dataset, model) group: mean ± sample std over seeds, with n.
+
+Each table comes twice: ``shown`` (formatted cells, for Markdown and LaTeX) and ``numbers``
+(one row per regularizer and p with mean, std and n as numbers, for CSV and for plots).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from dropbench.report.runs import Problem
+
+NO_P = "—"  # the column of regularizers that ignore p
+SPLIT_NOTES = {
+    "test": "test metrics of the best-validation weights",
+    "test_last": "test metrics of the last epoch's weights",
+    "test_mc": "MC dropout test metrics of the best-validation weights",
+}
+KEYS = ["label", "reg", "p"]
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table: ``name`` is its file stem, ``note`` says what the numbers are."""
+
+    name: str
+    title: str
+    note: str
+    shown: pd.DataFrame
+    numbers: pd.DataFrame
+    text_columns: int = 1  # leading columns of text (left-aligned); the rest are numbers
+
+
+def metric_name(metric: str, split: str) -> str:
+    """``test/error`` or ``test/acc``: the column name of the headline number."""
+    return f"{split}/{metric}"
+
+
+def column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """``frame[name]``, or NaN for every run when no run recorded that metric."""
+    return frame[name] if name in frame else pd.Series(float("nan"), index=frame.index)
+
+
+def metric_values(frame: pd.DataFrame, metric: str, split: str) -> pd.Series:
+    """The headline number per run, in %: error = 100 (1 - acc), or acc = 100 acc."""
+    acc = column(frame, f"{split}/acc")
+    return 100 * (1 - acc) if metric == "error" else 100 * acc
+
+
+def summarize(frame: pd.DataFrame, values: pd.Series, name: str) -> pd.DataFrame:
+    """Mean, sample std (ddof=1; NaN for one seed) and n of ``values`` per label and p.
+
+    Runs where the value is missing (an older record without the metric) do not count in n.
+    """
+    grouped = frame.assign(_value=values).dropna(subset="_value").groupby(KEYS, dropna=False, sort=False)
+    stats = grouped["_value"].agg(["mean", "std", "count"]).reset_index()
+    return stats.rename(columns={"mean": f"{name}_mean", "std": f"{name}_std", "count": "n"})
+
+
+def cell(mean: float, std: float, n: int, digits: int = 2, with_n: bool = True) -> str:
+    """'1.23 ± 0.05 (n=3)'; one seed has no spread, so '1.23 (n=1)'."""
+    spread = n >= 2 and not pd.isna(std)
+    text = f"{mean:.{digits}f} ± {std:.{digits}f}" if spread else f"{mean:.{digits}f}"
+    return f"{text} (n={n})" if with_n else text
+
+
+def cells(numbers: pd.DataFrame, name: str, digits: int = 2, with_n: bool = True) -> list[str]:
+    """The ``cell`` text of every row of ``numbers`` for the value ``name``; empty where it is missing."""
+    stats = zip(numbers[f"{name}_mean"], numbers[f"{name}_std"], numbers["n"], strict=True)
+    return ["" if pd.isna(m) else cell(m, s, n, digits, with_n) for m, s, n in stats]
+
+
+def p_column(p: float) -> str:
+    return NO_P if pd.isna(p) else f"p={p:g}"
+
+
+def grid(numbers: pd.DataFrame, name: str, order: list[str]) -> pd.DataFrame:
+    """Rows = labels in ``order``, columns = p (the no-p column first), cells 'mean ± std (n=k)'."""
+    texts = numbers.assign(column=numbers["p"].map(p_column), text=cells(numbers, name))
+    wide = texts.pivot(index="label", columns="column", values="text")
+    ps = sorted(numbers["p"].dropna().unique())
+    columns = ([NO_P] if numbers["p"].isna().any() else []) + [p_column(p) for p in ps]
+    wide = wide.reindex(index=[label for label in order if label in wide.index], columns=columns).fillna("")
+    return wide.rename_axis(index="regularizer", columns=None).reset_index()
+
+
+def main_table(frame: pd.DataFrame, metric: str, split: str) -> Table:
+    """The headline: test error (or accuracy) per regularizer and p."""
+    name = metric_name(metric, split)
+    numbers = summarize(frame, metric_values(frame, metric, split), name)
+    return Table(
+        "main",
+        f"{split} {metric} (%)",
+        f"{split} {metric} in %, mean ± sample std over seeds (n runs); {SPLIT_NOTES[split]}"
+        + (f"; {NO_P}: regularizers that ignore p" if frame["p"].isna().any() else ""),
+        grid(numbers, name, list(pd.unique(frame["label"]))),
+        numbers,
+    )
+
+
+def best_p_table(frame: pd.DataFrame, metric: str, split: str) -> Table:
+    """Per regularizer, the p with the best mean validation accuracy, and the test number there.
+
+    Chosen on validation only: picking p by test accuracy would report an optimistic test number.
+    Ties go to the smaller p.
+    """
+    name = metric_name(metric, split)
+    val = summarize(frame, 100 * frame["val/acc_best"], "val/acc")
+    val = val.sort_values(["label", "p"])
+    chosen = val.loc[val.groupby("label", sort=False)["val/acc_mean"].idxmax(), KEYS + ["val/acc_mean"]]
+    test = summarize(frame, metric_values(frame, metric, split), name)
+    numbers = chosen.merge(test, on=KEYS, how="left")
+    order = {label: i for i, label in enumerate(pd.unique(frame["label"]))}
+    numbers = numbers.sort_values("label", key=lambda labels: labels.map(order)).reset_index(drop=True)
+    shown = pd.DataFrame(
+        {
+            "regularizer": numbers["label"],
+            "best p": numbers["p"].map(lambda p: NO_P if pd.isna(p) else f"{p:g}"),
+            "val acc (%)": numbers["val/acc_mean"].map(lambda v: f"{v:.2f}"),
+            f"{split} {metric} (%)": cells(numbers, name, with_n=False),
+            "n": numbers["n"],
+        }
+    )
+    note = (
+        f"p chosen by mean validation accuracy (at each run's best epoch), never by test; "
+        f"{split} {metric} in %, mean ± sample std over the n seeds at that p"
+    )
+    return Table("best_p", "best p per regularizer", note, shown, numbers)
+
+
+def gap_table(frame: pd.DataFrame, split: str) -> Table:
+    """Generalization gap, train acc - test acc in percentage points, per regularizer and p."""
+    name = f"gap/{split}"
+    numbers = summarize(frame, 100 * (frame["train/acc"] - column(frame, f"{split}/acc")), name)
+    note = (
+        f"train/acc - {split}/acc in percentage points, mean ± sample std over seeds; train/acc is the last "
+        "epoch's running training accuracy, measured with the regularizer on, so the gap may be negative"
+    )
+    return Table(
+        "gap", "generalization gap (pp)", note, grid(numbers, name, list(pd.unique(frame["label"]))), numbers
+    )
+
+
+#: MC dropout columns: metric, scale, digits, heading
+MC_METRICS = (("acc", 100, 2, "acc (%)"), ("nll", 1, 3, "NLL (nats)"), ("ece", 100, 2, "ECE (%)"))
+
+
+def mc_table(frame: pd.DataFrame) -> Table | None:
+    """Deterministic test metrics next to MC dropout's (test_mc/*), for the runs that have them."""
+    if "test_mc/acc" not in frame or frame["test_mc/acc"].isna().all():
+        return None
+    runs = frame[frame["test_mc/acc"].notna()]
+    numbers = runs.groupby(KEYS, dropna=False, sort=False).size().rename("n").reset_index()
+    shown = pd.DataFrame(
+        {"regularizer": numbers["label"], "p": numbers["p"].map(p_column), "n": numbers["n"]}
+    )
+    for metric, scale, digits, heading in MC_METRICS:
+        for split in ("test", "test_mc"):
+            name = f"{split}/{metric}"
+            stats = summarize(runs, scale * column(runs, name), name).drop(columns="n")
+            numbers = numbers.merge(stats, on=KEYS, how="left")
+            shown[f"{split} {heading}"] = cells(numbers, name, digits, with_n=False)
+    note = (
+        "test: one deterministic pass (weight scaling); test_mc: MC dropout, the mean of T stochastic passes"
+    )
+    return Table("mc", "MC dropout vs deterministic test metrics", note, shown, numbers, text_columns=2)
+
+
+def problems_table(problems: list[Problem]) -> Table:
+    """Runs left out of every table, with the reason."""
+    rows = sorted(problems, key=lambda problem: str(problem.folder))
+    numbers = pd.DataFrame(
+        {
+            "run": [str(p.folder) for p in rows],
+            "status": [p.status for p in rows],
+            "reason": [p.reason for p in rows],
+        }
+    )
+    note = "not finished, so left out of every table above"
+    return Table("excluded", "runs left out", note, numbers, numbers, text_columns=3)

@@ -1,0 +1,47 @@
+"""First-layer weight maps: each hidden unit's incoming weights drawn as a small image.
+
+Dropout papers show these tiles (Srivastava et al. 2014, Fig. 7): without dropout an MLP's
+first-layer units look like noise; with it they become local stroke and blob detectors.
+The same grid goes into ``dropbench report``'s figure and can be logged to TensorBoard
+with ``SummaryWriter.add_image(tag, weight_grid(...))``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torchvision.utils import make_grid
+
+
+def first_layer_weight(
+    state_dict: Mapping[str, torch.Tensor], in_shape: tuple[int, ...]
+) -> torch.Tensor | None:
+    """The first 2-D tensor of ``state_dict`` that reads the flattened input, shape (units, C*H*W).
+
+    None when no tensor reads all ``prod(in_shape)`` input values (a CNN's convolutions, an LSTM).
+    """
+    inputs = math.prod(in_shape)
+    for tensor in state_dict.values():
+        if isinstance(tensor, torch.Tensor) and tensor.dim() == 2 and tensor.shape[1] == inputs:
+            return tensor
+    return None
+
+
+def weight_grid(weight: torch.Tensor, in_shape: tuple[int, int, int], units: int = 100) -> torch.Tensor:
+    """A (3, H, W) float image in [0, 1]: the first ``units`` rows of ``weight`` as (C, H, W) tiles.
+
+    Each tile is min-max scaled on its own, so a unit with small weights is as visible as one
+    with large weights (what matters is the pattern, not the scale). Tiles fill a near-square grid.
+    """
+    channels, height, width = in_shape
+    if weight.dim() != 2 or weight.shape[1] != channels * height * width:
+        raise ValueError(
+            f"weight of shape {tuple(weight.shape)} does not read inputs of shape {tuple(in_shape)}"
+        )
+    tiles = weight[:units].detach().float().cpu().reshape(-1, channels, height, width)
+    columns = math.ceil(math.sqrt(len(tiles)))
+    # scale_each: min-max per tile; make_grid repeats a single channel to RGB
+    grid = make_grid(tiles, nrow=columns, padding=1, normalize=True, scale_each=True, pad_value=1.0)
+    return grid.clamp(0.0, 1.0)

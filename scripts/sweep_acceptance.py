@@ -1,0 +1,137 @@
+"""Sweeps that survive, tried as a new user would, on real MNIST (``configs/experiment/mlp_reg_p.yaml``).
+
+Runs the 14-run sweep (3 regularizers x 3 p x 2 seeds; reg=none once per seed) three ways, in
+one session so that machine noise is shared:
+
+1. serially, torch with 2 threads (the default launcher);
+2. in parallel with Hydra's joblib launcher, 2 workers x 1 thread;
+3. killed with SIGKILL half way (after half the runs finished and the next one has a checkpoint),
+   then re-run: finished runs must be skipped, the killed one resumed.
+
+Then ``dropbench report`` tabulates each, and the tables are compared: the killed-and-resumed
+sweep must equal the serial one exactly. Writes ``results/sweep_acceptance/``.
+
+    DROPBENCH_DATA=../shared/data python scripts/sweep_acceptance.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+EXPERIMENT = "mlp_reg_p"
+RUNS = 14
+
+
+def dropbench(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dropbench", *args], capture_output=True, text=True, **kwargs
+    )
+
+
+def sweep_dir(results: Path) -> Path:
+    return results / "sweeps" / EXPERIMENT
+
+
+def timed_sweep(results: Path, *extra: str) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = dropbench("run", "-m", f"experiment={EXPERIMENT}", f"results_dir={results}", *extra)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"sweep failed ({results}):\n{done.stderr[-3000:]}")
+    return seconds, done.stdout + done.stderr
+
+
+def finished(results: Path) -> list[Path]:
+    return [p for p in results.rglob("metrics.json") if json.loads(p.read_text())["status"] == "finished"]
+
+
+def killed_half_way(results: Path) -> int:
+    """Start the sweep, SIGKILL it once half the runs finished and the next has a checkpoint."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dropbench",
+            "run",
+            "-m",
+            f"experiment={EXPERIMENT}",
+            f"results_dir={results}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, so the kill reaches every child
+    )
+    while len(finished(results)) < RUNS // 2 or not list(results.rglob("checkpoint.pt")):
+        if process.poll() is not None:
+            sys.exit("the sweep ended before it could be killed half way")
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return len(finished(results))
+
+
+def report(results: Path, out: Path) -> pd.DataFrame:
+    done = dropbench("report", str(sweep_dir(results)), "--out", str(out))
+    if done.returncode != 0:
+        sys.exit(f"report failed:\n{done.stderr}")
+    return pd.read_csv(out / "mnist_mlp_main.csv")
+
+
+def independent_means(results: Path) -> dict[tuple[str, float | None], float]:
+    """Mean test error (%) per (reg, p), straight from the files, without the report's code."""
+    cells: dict[tuple[str, float | None], list[float]] = {}
+    for path in finished(results):
+        record = json.loads(path.read_text())
+        key = (record["config"]["reg"], record["config"]["p"])
+        cells.setdefault(key, []).append(100 * (1 - record["final"]["test/acc"]))
+    return {key: sum(v) / len(v) for key, v in cells.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("results/sweep_acceptance"))
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="dropbench-acceptance-"))
+    serial_s, _ = timed_sweep(work / "serial", "threads=2")
+    parallel_s, _ = timed_sweep(work / "parallel", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    done_before_kill = killed_half_way(work / "resumed")
+    resumed_s, log = timed_sweep(work / "resumed")
+    skipped = sum(1 for line in log.splitlines() if line.startswith("dropbench: skip"))
+    resumed_runs = sum(1 for line in log.splitlines() if "resuming" in line)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    tables = {
+        name: report(work / name, work / f"report_{name}") for name in ("serial", "parallel", "resumed")
+    }
+    shutil.copytree(work / "report_serial", args.out / "report", dirs_exist_ok=True)
+    means = independent_means(work / "serial")
+    summary = {
+        "serial_2threads_s": round(serial_s, 1),
+        "joblib_2x1_s": round(parallel_s, 1),
+        "parallel_over_serial": round(parallel_s / serial_s, 3),
+        "finished_before_kill": done_before_kill,
+        "rerun_skipped": skipped,
+        "rerun_resumed": resumed_runs,
+        "rerun_s": round(resumed_s, 1),
+        "resumed_table_equals_serial": tables["resumed"].equals(tables["serial"]),
+        "parallel_table_equals_serial": tables["parallel"].equals(tables["serial"]),
+        "independent_means": {f"{reg} p={p}": round(m, 4) for (reg, p), m in sorted(means.items(), key=str)},
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Hydra's joblib, submitit and Optuna plugins under dropbench: the thread budget of parallel runs,
+the launcher and sweeper configs, one-line errors for missing plugins, and multiruns end to end."""
+
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+from optuna.distributions import LogUniformDistribution, UniformDistribution
+from tinyrun import SMALL_MODEL, TINY
+
+from dropbench import cli
+from dropbench.errors import ConfigError
+from dropbench.preflight import PLUGIN_CHOICES, check_overrides, config_dir
+from dropbench.settings import default_threads
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_MLP = [*SMALL_MODEL["mlp"], *TINY, "epochs=1"]  # a run takes well under a second
+EXTRA_OF = {  # the message's pip extra for every choice that needs a plugin
+    "hydra/launcher=joblib": "parallel",
+    "hydra/launcher=slurm": "slurm",
+    "hydra/launcher=submitit_slurm": "slurm",
+    "hydra/launcher=submitit_local": "slurm",
+    "hydra/sweeper=search": "search",
+    "hydra/sweeper=optuna": "search",
+}
+
+
+# --- threads per run under a parallel launcher ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n_jobs", "cores", "threads"),
+    [
+        (1, 16, 16),
+        (2, 16, 8),
+        (3, 16, 5),  # rounded down: 3 x 5 <= 16
+        (2, 2, 1),
+        (16, 16, 1),
+        (32, 16, 1),  # more processes than cores: at least one thread each
+        (-1, 16, 1),  # joblib: -1 = one process per core
+        (-2, 16, 1),  # 15 processes
+        (-15, 16, 8),  # 2 processes
+        (-16, 16, 16),  # 1 process
+        (-100, 16, 16),  # joblib never goes below 1 process
+    ],
+)
+def test_default_threads_splits_the_cores_between_the_processes(n_jobs, cores, threads):
+    assert default_threads(n_jobs, cores) == threads
+
+
+def test_default_threads_never_oversubscribes():
+    for cores in range(1, 33):
+        for n_jobs in [*range(1, 40), *range(-40, 0)]:
+            workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
+            threads = default_threads(n_jobs, cores)
+            assert threads >= 1 and (workers * threads <= cores or threads == 1), (n_jobs, cores)
+
+
+def test_default_threads_is_none_without_a_parallel_launcher():
+    assert default_threads(None) is None and default_threads(None, 8) is None
+
+
+def test_default_threads_counts_the_cores_this_process_may_use(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert default_threads(2) == 2  # the affinity mask (a taskset, a SLURM cpuset), not the machine
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows
+    assert default_threads(2) == 32
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert default_threads(-1) == 1
+
+
+@pytest.mark.parametrize("n_jobs", [0, True, 2.5, "2"])
+def test_default_threads_rejects_what_joblib_rejects(n_jobs):
+    with pytest.raises(ConfigError, match=r"hydra\.launcher\.n_jobs=.* is invalid"):
+        default_threads(n_jobs, 4)
+
+
+# --- missing plugins: one line naming the pip extra -----------------------------------------------
+
+
+@pytest.fixture
+def without_plugins(monkeypatch):
+    """find_spec as if no Hydra plugin were installed; every other module is still found."""
+    real = importlib.util.find_spec
+
+    def find_spec(name, package=None):
+        return None if name.startswith("hydra_plugins.") else real(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+
+@pytest.mark.parametrize("choice", EXTRA_OF)
+def test_missing_plugin_names_its_pip_extra(without_plugins, choice):
+    with pytest.raises(ConfigError) as error:
+        check_overrides([choice], config_dir())
+    title = PLUGIN_CHOICES[tuple(choice.split("="))].title
+    assert str(error.value) == f"{choice} needs {title}; pip install 'dropbench[{EXTRA_OF[choice]}]'"
+
+
+def test_missing_hydra_plugins_namespace_is_a_missing_plugin(monkeypatch):
+    def find_spec(name, package=None):  # what find_spec does when the parent package is missing
+        raise ModuleNotFoundError(f"No module named {name.split('.')[0]!r}")
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(ConfigError, match=r"pip install 'dropbench\[search\]'"):
+        check_overrides(["hydra/sweeper=search"], config_dir())
+
+
+def test_a_sweep_over_launchers_checks_every_choice(without_plugins):
+    with pytest.raises(ConfigError, match=r"^hydra/launcher=joblib needs"):
+        check_overrides(["hydra/launcher=basic,joblib"], config_dir())
+
+
+def test_installed_plugins_and_other_choices_pass(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # check_overrides proves the default results_dir writable
+    check_overrides([*EXTRA_OF, "hydra/launcher=basic", "hydra/sweeper=basic", "reg=none"], config_dir())
+
+
+def test_cli_prints_the_missing_plugin_in_one_line_before_hydra_starts(without_plugins, capsys):
+    status = cli.main(["run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "p=0.1,0.5"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "dropbench: error: hydra/launcher=joblib needs Hydra's joblib launcher; "
+        "pip install 'dropbench[parallel]'"
+    ]
+
+
+def test_every_plugin_extra_is_declared_in_pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for plugin in PLUGIN_CHOICES.values():
+        distribution = plugin.module.split(".")[1].replace("_", "-")  # hydra-joblib-launcher
+        names = [re.split(r"[<>=!~\[ ;]", requirement)[0] for requirement in extras[plugin.extra]]
+        assert distribution in names, plugin
+
+
+# --- the launcher and sweeper configs, composed ---------------------------------------------------
+
+
+def compose_hydra(*overrides: str):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_slurm_config_is_the_submitit_launcher_with_one_run_per_job():
+    cfg = compose_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (1, 1, 1)
+    assert (launcher.timeout_min, launcher.cpus_per_task, launcher.mem_gb) == (60, 4, 16)
+    assert launcher.partition == "gpu" and launcher.array_parallelism == 32
+    assert launcher.submitit_folder == f"{cfg.hydra.sweep.dir}/.submitit/%j"  # beside the sweep's runs
+
+
+def test_slurm_config_keys_are_the_plugins_own():
+    assert compose_hydra("hydra/launcher=slurm").hydra.launcher.partition is None  # the cluster's default
+    with pytest.raises(ConfigCompositionException, match="partion"):  # a typo meets the plugin's schema
+        compose_hydra("hydra/launcher=slurm", "hydra.launcher.partion=gpu")
+
+
+def test_search_config_maximizes_over_p_and_log_wd_with_a_seeded_sampler():
+    sweeper = compose_hydra("hydra/sweeper=search").hydra.sweeper
+    assert sweeper._target_ == "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    assert sweeper.direction == "maximize" and sweeper.storage is None and sweeper.n_trials == 20
+    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed == 0
+    # parsed the way the sweeper parses them
+    space, fixed = create_params_from_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
+    assert not fixed and set(space) == {"p", "wd"}
+    assert isinstance(space["p"], UniformDistribution)
+    assert (space["p"].low, space["p"].high) == (0.05, 0.8)  # inside dropbench's p in [0, 1)
+    assert isinstance(space["wd"], LogUniformDistribution)
+    assert (space["wd"].low, space["wd"].high) == (1e-6, 1e-2)
+
+
+# --- multiruns end to end, as subprocesses on tiny MNIST files, through conftest's dropbench ------
+
+
+def finished_records(results: Path) -> list[dict]:
+    """Every run's metrics.json below ``results``, wherever the run folders are."""
+    return [json.loads(path.read_text()) for path in sorted(results.rglob("metrics.json"))]
+
+
+def test_joblib_launcher_runs_a_two_job_sweep(dropbench, tmp_path):
+    done = dropbench("run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "p=0.1,0.5", *TINY_MLP)
+    assert done.returncode == 0, done.stderr
+    assert "Joblib.Parallel(n_jobs=2,backend=loky" in done.stdout
+    records = finished_records(tmp_path / "results")
+    assert sorted(record["config"]["p"] for record in records) == [0.1, 0.5]
+    assert all(record["status"] == "finished" for record in records)
+
+
+def test_search_runs_trials_and_keeps_the_best_validation_accuracy(dropbench, tmp_path):
+    done = dropbench("run", "-m", "hydra/sweeper=search", "hydra.sweeper.n_trials=2", *TINY_MLP)
+    assert done.returncode == 0, done.stderr
+    records = finished_records(tmp_path / "results")
+    assert len(records) == 2 and records[0]["config"]["p"] != records[1]["config"]["p"]
+    for record in records:
+        assert 0.05 <= record["config"]["p"] <= 0.8 and 1e-6 <= record["config"]["wd"] <= 1e-2
+    [summary] = (tmp_path / "results").rglob("optimization_results.yaml")
+    best = yaml.safe_load(summary.read_text())
+    assert best["best_value"] == max(record["best"]["val/acc"] for record in records)
+    chosen = [r for r in records if r["config"]["p"] == best["best_params"]["p"]]
+    assert [r["config"]["wd"] for r in chosen] == [best["best_params"]["wd"]]

@@ -1,0 +1,362 @@
+"""``dropbench report`` on fake run folders whose numbers are known: every table cell is checked
+against statistics recomputed here, independently, from the metrics.json files themselves."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from dropbench.cli import main
+from dropbench.report.build import Options, make_report
+from dropbench.report.labels import add_labels
+from dropbench.report.weightmap import first_layer_weight, weight_grid
+
+SEEDS = (0, 1, 2)
+OFFSETS = (0.001, -0.002, 0.0035)  # added to the accuracies per seed, so every cell has a spread
+DEFAULTS = {
+    "none": {},
+    "l2": {},
+    "dropout": {"input_p": 0.0, "form": "inverted"},
+    "dropconnect": {"mask": "example", "inference": "mean", "samples": 1000},
+}
+# (reg, p, reg settings, wd, seeds, test acc, val acc). Dropout: validation prefers p=0.2 and
+# test prefers p=0.5, so a best p chosen by test would differ from one chosen by validation.
+GRID = [
+    ("none", None, {}, 0.0, SEEDS, 0.970, 0.972),
+    ("l2", None, {}, 5e-4, SEEDS, 0.973, 0.975),
+    ("dropout", 0.2, {}, 0.0, SEEDS, 0.975, 0.990),
+    ("dropout", 0.5, {}, 0.0, SEEDS, 0.981, 0.985),
+    ("dropout", 0.8, {}, 0.0, (0,), 0.960, 0.961),
+    ("dropconnect", 0.2, {}, 0.0, SEEDS, 0.976, 0.977),
+    ("dropconnect", 0.5, {}, 0.0, SEEDS, 0.979, 0.981),
+    ("dropconnect", 0.5, {"mask": "batch"}, 0.0, SEEDS, 0.978, 0.983),
+]
+#: the row label each (reg, settings) must get: settings that vary are named, l2 shows its wd
+LABELS = {
+    "none": ("none", {}),
+    "l2 (wd=0.0005)": ("l2", {}),
+    "dropout": ("dropout", {}),
+    "dropconnect (mask=example)": ("dropconnect", {"mask": "example"}),
+    "dropconnect (mask=batch)": ("dropconnect", {"mask": "batch"}),
+}
+
+
+def weights(seed: int) -> dict[str, torch.Tensor]:
+    """A tiny MLP state dict: 16 hidden units reading 1x28x28 images."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "fc.0.weight": torch.randn(16, 784, generator=g),
+        "fc.0.bias": torch.zeros(16),
+        "fc.1.weight": torch.randn(10, 16, generator=g),
+    }
+
+
+def history(train: float, val: float) -> list[dict]:
+    """Three epochs converging to ``train`` and ``val`` accuracy."""
+    return [
+        {
+            "epoch": e,
+            **{"train/loss": 1.0 / e, "train/acc": train - 0.1 / e, "epoch_time_s": 1.0},
+            **{"val/loss": 1.2 / e, "val/acc": val - 0.05 * (3 - e), "val/nll": 1.2 / e, "val/ece": 0.02},
+        }
+        for e in (1, 2, 3)
+    ]
+
+
+def final(reg: str, seed: int, train: float, val: float, test: float) -> dict:
+    """Last-epoch train/val metrics, test metrics, and MC dropout ones for dropout runs."""
+    metrics = {"train/loss": 0.3, "train/acc": train, "val/loss": 0.4, "val/acc": val}
+    metrics |= {
+        "test/loss": 0.1,
+        "test/acc": test,
+        "test/nll": 0.1 + seed / 100,
+        "test/ece": 0.01 + seed / 1000,
+    }
+    metrics |= {"test_last/loss": 0.1, "test_last/acc": test - 0.001}
+    if reg == "dropout":
+        metrics |= {"test_mc/acc": test + 0.002, "test_mc/nll": 0.09, "test_mc/ece": 0.005 + seed / 1000}
+    return metrics
+
+
+def record(reg: str, p: float | None, settings: dict, wd: float, seed: int, test: float, val: float) -> dict:
+    """A finished run's metrics.json in dropbench's schema."""
+    test, val = test + OFFSETS[seed], val + OFFSETS[seed]
+    train = val + 0.01
+    config = {"dataset": "mnist", "model": "mlp", "reg": reg, "optimizer": "adam", "schedule": "cosine"}
+    config |= {"p": p, "wd": wd, "max_norm": None, "seed": seed, "epochs": 3, "batch_size": 128, "lr": 1e-3}
+    reg_node = {**DEFAULTS[reg], **settings, "layers": {"drop": {"p": p}}, "wd": wd, "folder": reg}
+    return {
+        "status": "finished",
+        "config": config,
+        "resolved_config": {**config, "reg": reg_node | {"uses_p": p is not None}},
+        "data": {"origin": "fake", "shape": [1, 28, 28], "classes": 10, "train": 100, "val": 20, "test": 20},
+        "history": history(train, val),
+        "best": {"epoch": 3, "val/loss": 0.4, "val/acc": val},
+        "final": final(reg, seed, train, val, test),
+    }
+
+
+def write_run(folder: Path, payload: dict | str, state: dict | None = None) -> Path:
+    folder.mkdir(parents=True)
+    (folder / ".hydra").mkdir()
+    (folder / "metrics.json").write_text(payload if isinstance(payload, str) else json.dumps(payload))
+    if state is not None:
+        torch.save(state, folder / "weights.pt")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    """A sweep folder with the grid above, plus one run each diverged, interrupted, corrupt, unfinished."""
+    root = tmp_path_factory.mktemp("results")
+    sweep = root / "sweeps" / "2026-01-01_00-00-00"
+    job = 0
+    for reg, p, settings, wd, seeds, test, val in GRID:
+        for seed in seeds:
+            payload = record(reg, p, settings, wd, seed, test, val)
+            write_run(sweep / f"{job}_mnist_mlp_{reg}_p{p}_seed{seed}", payload, weights(seed))
+            job += 1
+    diverged = record("dropout", 0.5, {}, 0.0, 0, 0.1, 0.1)
+    diverged |= {"status": "diverged", "final": {}, "diverged": {"epoch": 2, "metric": "train/loss"}}
+    write_run(sweep / "90_diverged", diverged)
+    write_run(
+        sweep / "91_interrupted", record("dropout", 0.5, {}, 0.0, 1, 0.1, 0.1) | {"status": "interrupted"}
+    )
+    write_run(sweep / "92_corrupt", '{"status": "finished", "config": {')
+    (root / "runs" / "93_unfinished" / ".hydra").mkdir(parents=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(results):
+    """The report of ``results`` made in this process (the default output folder, results/report)."""
+    return make_report([results], None, Options())
+
+
+def finished_records(results: Path) -> dict[str, dict]:
+    """Every finished run's metrics.json under ``results``, by folder, read without the report's code."""
+    found = {}
+    for path in results.rglob("metrics.json"):
+        try:
+            run = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        if run["status"] == "finished":
+            found[str(path.parent)] = run
+    return found
+
+
+def expected(results: Path, reg: str, p: float | None, value, **settings) -> list[float]:
+    """``value(record)`` of every finished run of (reg, settings, p)."""
+    return [
+        value(run)
+        for run in finished_records(results).values()
+        if run["config"]["reg"] == reg
+        and run["config"]["p"] == p
+        and all(run["resolved_config"]["reg"][key] == setting for key, setting in settings.items())
+    ]
+
+
+def error_pct(run: dict) -> float:
+    """Test error in %, the report's default metric."""
+    return 100 * (1 - run["final"]["test/acc"])
+
+
+def markdown_rows(path: Path) -> list[list[str]]:
+    """The cells of a Markdown pipe table, header first (the separator row included)."""
+    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def test_error_table_is_mean_and_sample_std_over_seeds(results, report):
+    numbers = pd.read_csv(report.folder / "mnist_mlp_main.csv")
+    assert len(numbers) == len(GRID)
+    for _, row in numbers.iterrows():
+        reg, settings = LABELS[row["label"]]
+        errors = expected(results, reg, None if pd.isna(row["p"]) else row["p"], error_pct, **settings)
+        assert row["n"] == len(errors)
+        assert row["test/error_mean"] == pytest.approx(statistics.mean(errors))
+        if len(errors) > 1:
+            assert row["test/error_std"] == pytest.approx(statistics.stdev(errors))  # sample std, ddof=1
+        else:
+            assert pd.isna(row["test/error_std"])
+
+
+def test_markdown_cells_show_mean_std_and_n(results, report):
+    markdown = (report.folder / "mnist_mlp_main.md").read_text()
+    errors = expected(results, "dropout", 0.5, error_pct)
+    assert f"{statistics.mean(errors):.2f} ± {statistics.stdev(errors):.2f} (n=3)" in markdown
+    single = expected(results, "dropout", 0.8, error_pct)
+    assert f"| {single[0]:.2f} (n=1) " in markdown  # one seed: no ± at all
+
+
+def test_regs_without_p_get_one_row_and_one_column(report):
+    rows = markdown_rows(report.folder / "mnist_mlp_main.md")
+    assert rows[0] == ["regularizer", "—", "p=0.2", "p=0.5", "p=0.8"]
+    none = [row for row in rows if row[0] == "none"]
+    assert len(none) == 1 and none[0][1].endswith("(n=3)") and none[0][2:] == ["", "", ""]
+
+
+def test_labels_name_varying_settings_and_l2_strength(report):
+    labels = set(pd.read_csv(report.folder / "runs.csv")["label"])
+    assert labels == set(LABELS)  # inference, samples, form, folder, uses_p never vary: not named
+
+
+def test_labels_skip_settings_that_follow_p_and_name_varying_setup():
+    frame = pd.DataFrame(
+        {
+            **{"reg": "variational", "p": [0.2, 0.5, 0.5], "seed": 0, "wd": 0.0, "max_norm": None},
+            **{"lr": [1e-3, 1e-3, 1e-2], "reg.p_input": [0.2, 0.5, 0.5], "reg.p_hidden": [0.2, 0.5, 0.0]},
+            **{"model.hidden": ["[8]", "[8]", "[16]"], "dataset.augment": False},
+        }
+    )
+    labels = add_labels(frame)["label"].sort_index().tolist()  # p_input is ${p}: p's column says it
+    assert labels == [
+        "variational (p_hidden=0.2, lr=0.001, model.hidden=[8])",
+        "variational (p_hidden=0.5, lr=0.001, model.hidden=[8])",
+        "variational (p_hidden=0, lr=0.01, model.hidden=[16])",
+    ]
+
+
+def test_best_p_is_chosen_by_validation_not_test(results, report):
+    best = pd.read_csv(report.folder / "mnist_mlp_best_p.csv").set_index("label")
+    val = {
+        p: statistics.mean(expected(results, "dropout", p, lambda r: r["best"]["val/acc"]))
+        for p in (0.2, 0.5)
+    }
+    test = {p: statistics.mean(expected(results, "dropout", p, error_pct)) for p in (0.2, 0.5)}
+    assert max(val, key=val.get) == 0.2 and min(test, key=test.get) == 0.5  # the two criteria disagree
+    assert best.loc["dropout", "p"] == 0.2 and best.loc["dropout", "n"] == 3
+    assert best.loc["dropout", "test/error_mean"] == pytest.approx(test[0.2])
+    assert pd.isna(best.loc["none", "p"])
+
+
+def test_gap_is_train_minus_test_accuracy_in_points(results, report):
+    gap = pd.read_csv(report.folder / "mnist_mlp_gap.csv").set_index("label")
+    gaps = expected(results, "l2", None, lambda r: 100 * (r["final"]["train/acc"] - r["final"]["test/acc"]))
+    assert gap.loc["l2 (wd=0.0005)", "gap/test_mean"] == pytest.approx(statistics.mean(gaps))
+    assert gap.loc["l2 (wd=0.0005)", "gap/test_std"] == pytest.approx(statistics.stdev(gaps))
+
+
+def test_mc_table_pairs_deterministic_and_mc_metrics(results, report):
+    mc = pd.read_csv(report.folder / "mnist_mlp_mc.csv")
+    assert set(mc["label"]) == {"dropout"} and list(mc["n"]) == [3, 3, 1]
+    row = mc[mc["p"] == 0.5].iloc[0]
+    mc_acc = expected(results, "dropout", 0.5, lambda r: 100 * r["final"]["test_mc/acc"])
+    ece = expected(results, "dropout", 0.5, lambda r: 100 * r["final"]["test/ece"])
+    assert row["test_mc/acc_mean"] == pytest.approx(statistics.mean(mc_acc))
+    assert row["test/ece_mean"] == pytest.approx(statistics.mean(ece))
+
+
+def test_runs_that_did_not_finish_are_listed_and_left_out(report):
+    left_out = pd.read_csv(report.folder / "excluded.csv")
+    statuses = dict(zip(left_out["run"].map(lambda run: Path(run).name), left_out["status"], strict=True))
+    assert statuses == {
+        "90_diverged": "diverged",
+        "91_interrupted": "interrupted",
+        "92_corrupt": "corrupt",
+        "93_unfinished": "unfinished",
+    }
+    assert "train/loss not finite at epoch 2" in left_out["reason"].tolist()
+    runs = pd.read_csv(report.folder / "runs.csv")
+    assert not runs["run"].str.contains("diverged|interrupted|corrupt|unfinished").any()
+    assert "## runs left out" in (report.folder / "report.md").read_text()
+
+
+def test_files_exist_and_csv_round_trips(results, report):
+    for stem in ("main", "best_p", "gap", "mc"):
+        for ext in ("md", "csv", "tex"):
+            assert (report.folder / f"mnist_mlp_{stem}.{ext}").stat().st_size > 0
+    for stem in ("error_vs_p", "curves", "weights"):
+        assert (report.folder / f"mnist_mlp_{stem}.png").read_bytes()[:4] == b"\x89PNG"
+        assert "<svg" in (report.folder / f"mnist_mlp_{stem}.svg").read_text()
+    tex = (report.folder / "mnist_mlp_main.tex").read_text()
+    assert r"\toprule" in tex and r"$\pm$" in tex and "±" not in tex and r"test error in \%" in tex
+    runs = pd.read_csv(report.folder / "runs.csv").set_index("run")
+    records = finished_records(results)
+    assert set(runs.index) == set(records)
+    for folder, run in records.items():
+        assert runs.loc[folder, "test/acc"] == run["final"]["test/acc"]
+        assert runs.loc[folder, "val/acc_best"] == run["best"]["val/acc"]
+        assert runs.loc[folder, "seed"] == run["config"]["seed"]
+    assert not list(report.folder.glob(".*tmp"))  # no temporary file left behind
+
+
+def test_weight_grid_tiles_each_unit_scaled_on_its_own():
+    weight = weights(0)["fc.0.weight"]
+    grid = weight_grid(weight, (1, 28, 28), units=100)
+    assert grid.shape == (3, 4 * 29 + 1, 4 * 29 + 1)  # 16 units: 4x4 tiles of 28 px, 1 px borders
+    assert grid.min() >= 0 and grid.max() <= 1
+    tile = grid[0, 30:58, 59:87]  # row 1, column 2 (each tile after a 1 px border): unit 6
+    unit = weight[6].reshape(28, 28)
+    assert torch.allclose(tile, (unit - unit.min()) / (unit.max() - unit.min()), atol=1e-6)
+    assert weight_grid(torch.randn(300, 3072), (3, 32, 32)).shape == (3, 10 * 33 + 1, 10 * 33 + 1)
+
+
+def test_first_layer_weight_finds_the_input_layer_or_none():
+    state = weights(0)
+    assert first_layer_weight(state, (1, 28, 28)) is state["fc.0.weight"]
+    cnn = {"conv.weight": torch.zeros(8, 1, 3, 3), "fc.weight": torch.zeros(10, 72)}
+    assert first_layer_weight(cnn, (1, 28, 28)) is None
+
+
+def test_cli_prints_the_markdown_table(results, tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "dropbench", "report", str(results), "--out", str(out), "--metric", "acc"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    accs = expected(results, "dropout", 0.5, lambda run: 100 * run["final"]["test/acc"])
+    assert "### test acc (%)" in done.stdout and "| dropout " in done.stdout
+    assert f"{statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f} (n=3)" in done.stdout
+    assert (out / "report.md").read_text().strip() == done.stdout.strip()
+
+
+#: arguments after ``report`` (the first, if any, a folder in tmp_path) and what the error must say
+BAD_INPUT = {
+    "missing": (["nowhere"], "nowhere' does not exist"),
+    "empty": (["empty"], "no finished run under"),
+    "only_problems": (["problems"], "(1 corrupt)"),
+    "no_paths": ([], "required: PATH"),
+    "bad_metric": (["problems", "--metric", "loss"], "invalid choice: 'loss' (choose from 'error', 'acc')"),
+    "no_mc_metrics": (["finished", "--split", "test_mc"], "has test_mc/* metrics"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_is_one_line_and_status_2(case, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    write_run(tmp_path / "problems" / "run", "{")
+    write_run(tmp_path / "finished" / "run", record("none", None, {}, 0.0, 0, 0.9, 0.9))  # no test_mc/*
+    words, message = BAD_INPUT[case]
+    arguments = [str(tmp_path / word) if i == 0 else word for i, word in enumerate(words)]
+    try:
+        status = main(["report", *arguments])
+    except SystemExit as stop:  # argparse's errors leave this way
+        status = stop.code
+    assert status == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("dropbench: error: ") and message in error[0]
+    assert not list(tmp_path.rglob("report"))  # nothing written
+
+
+def test_cli_error_from_a_subprocess(tmp_path):
+    missing = tmp_path / "nowhere"
+    done = subprocess.run(
+        [sys.executable, "-m", "dropbench", "report", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [f"dropbench: error: {str(missing)!r} does not exist"]
