@@ -154,7 +154,8 @@ class Run:
             metrics = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if "/" in k)
             log.info("epoch %d/%d: %s (%.1f s)", row["epoch"], knobs.epochs, metrics, row["epoch_time_s"])
 
-        log.info("training: %d epochs x %d steps", knobs.epochs, math.ceil(len(data.train_y) / knobs.batch_size))
+        steps = math.ceil(len(data.train_y) / knobs.batch_size)
+        log.info("training: %d epochs x %d steps", knobs.epochs, steps)
         try:
             result = fit(
                 model,

@@ -89,14 +89,27 @@ def report(results: Path, out: Path) -> pd.DataFrame:
     return pd.read_csv(out / "mnist_mlp_main.csv")
 
 
-def independent_means(results: Path) -> dict[tuple[str, float | None], float]:
-    """Mean test error (%) per (reg, p), straight from the files, without the report's code."""
+def independent_cells(results: Path) -> dict[tuple[str, float | None], tuple[float, float, int]]:
+    """(mean, sample std, n) of test error (%) per (reg, p), from the files, without the report's code."""
     cells: dict[tuple[str, float | None], list[float]] = {}
     for path in finished(results):
         record = json.loads(path.read_text())
         key = (record["config"]["reg"], record["config"]["p"])
         cells.setdefault(key, []).append(100 * (1 - record["final"]["test/acc"]))
-    return {key: sum(v) / len(v) for key, v in cells.items()}
+    return {key: (statistics.mean(v), statistics.stdev(v), len(v)) for key, v in cells.items()}
+
+
+def report_agrees(table: pd.DataFrame, cells: dict) -> bool:
+    """Whether every cell of the report's main table equals the independent computation."""
+    if len(table) != len(cells):
+        return False
+    for _, row in table.iterrows():
+        p = None if pd.isna(row["p"]) else float(row["p"])
+        mean, std, n = cells[(row["reg"], p)]
+        close = abs(row["test/error_mean"] - mean) < 1e-9 and abs(row["test/error_std"] - std) < 1e-9
+        if not (close and row["n"] == n):
+            return False
+    return True
 
 
 def epoch_medians(results: Path) -> dict[str, float]:
@@ -128,6 +141,8 @@ def write_readme(out: Path, summary: dict) -> None:
         "at its other p values) |",
         f"| re-run wall time | {s['rerun_s']} s |",
         f"| killed-and-resumed table == uninterrupted table | {s['resumed_table_equals_serial']} |",
+        "| report table == mean, std, n recomputed from the files | "
+        f"{s['report_equals_independent_computation']} |",
         f"| parallel table == serial table | {s['parallel_table_equals_serial']} (1 vs 2 threads: "
         "float sums in another order) |",
         "",
@@ -146,7 +161,7 @@ def write_readme(out: Path, summary: dict) -> None:
         "ratio is bounded below by (epoch with 1 thread, cores shared) / (2 x epoch with 2 threads).",
         "",
         "The report of the uninterrupted serial sweep is in `report/` (`dropbench report`); in",
-        "`summary.json`, `independent_means` recomputes its cells from the files without the report's code.",
+        "`summary.json`, `independent_cells` recomputes its cells from the files without the report's code.",
         "",
     ]
     (out / "README.md").write_text("\n".join(lines))
@@ -169,7 +184,7 @@ def main() -> None:
         name: report(work / name, work / f"report_{name}") for name in ("serial", "parallel", "resumed")
     }
     shutil.copytree(work / "report_serial", args.out / "report", dirs_exist_ok=True)
-    means = independent_means(work / "serial")
+    cells = independent_cells(work / "serial")
     summary = {
         "serial_2threads_s": round(serial_s, 1),
         "joblib_2x1_s": round(parallel_s, 1),
@@ -182,7 +197,10 @@ def main() -> None:
         "parallel_table_equals_serial": tables["parallel"].equals(tables["serial"]),
         "epoch_s_serial": epoch_medians(work / "serial"),
         "epoch_s_parallel": epoch_medians(work / "parallel"),
-        "independent_means": {f"{reg} p={p}": round(m, 4) for (reg, p), m in sorted(means.items(), key=str)},
+        "report_equals_independent_computation": report_agrees(tables["serial"], cells),
+        "independent_cells": {
+            f"{reg} p={p}": [round(m, 4), round(s, 4), n] for (reg, p), (m, s, n) in cells.items()
+        },
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_readme(args.out, summary)

@@ -1,6 +1,7 @@
 """Data loading on tiny real-format files: layouts, verification, download, cache, splits, batching."""
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -236,15 +237,27 @@ def test_second_load_uses_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     first = load(tmp_path, verify=True)
 
     def refuse(*args, **kwargs):
-        raise AssertionError("the cached load must not parse or hash again")
+        raise AssertionError("the cached load must not look files up, parse or hash again")
 
-    monkeypatch.setattr(MNIST, "__init__", refuse)
-    monkeypatch.setattr(sources, "calculate_md5", refuse)
+    # not even torchvision's dataset classes: importing torchvision costs ~1.5 s of start-up
+    monkeypatch.setattr(sources, "dataset_class", refuse)
     second = load(tmp_path, verify=True)
     assert second.origin.startswith(f"cache:{tmp_path / 'cache'}")
     for field in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
         assert torch.equal(getattr(first, field), getattr(second, field))
-    assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".pt"]  # no staging or temp files left
+    # the tensors and the remembered lookup; no staging or temp files left
+    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".json", ".pt"]
+
+
+def test_changed_raw_files_are_parsed_again_not_read_from_a_stale_cache(tmp_path: Path) -> None:
+    raw = tmp_path / "root" / "MNIST" / "raw"
+    write_mnist_like(raw, N_TRAIN, N_TEST, seed=0)
+    first = load(tmp_path)
+    time.sleep(0.01)  # a new mtime even on coarse clocks
+    write_mnist_like(raw, N_TRAIN, N_TEST, seed=1)
+    second = load(tmp_path)
+    assert not second.origin.startswith("cache:")
+    assert not torch.equal(first.train_x, second.train_x)
 
 
 @pytest.mark.parametrize("val_size", [0, -1, N_TRAIN])

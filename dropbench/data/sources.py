@@ -7,6 +7,7 @@ later runs skip checksums and parsing entirely.
 """
 
 import hashlib
+import json
 import os
 import pickle
 import shutil
@@ -14,9 +15,6 @@ import tempfile
 from dataclasses import dataclass
 
 import torch
-import torchvision
-from torchvision.datasets import CIFAR10
-from torchvision.datasets.utils import calculate_md5, extract_archive
 
 from dropbench.errors import DataError
 
@@ -52,10 +50,14 @@ def dataset_class(source: str) -> type:
     """Return ``torchvision.datasets.<source>``, or raise a DataError listing the supported names."""
     if source not in SUPPORTED_SOURCES:
         raise DataError(f"unknown dataset source {source!r}; valid: {', '.join(SUPPORTED_SOURCES)}")
+    import torchvision.datasets  # here, not at the top: see remembered_cache
+
     return getattr(torchvision.datasets, source)
 
 
 def is_cifar(cls: type) -> bool:
+    from torchvision.datasets import CIFAR10
+
     return issubclass(cls, CIFAR10)
 
 
@@ -119,6 +121,8 @@ def verify_files(name: str, located: Located) -> None:
                 f"dataset {name}: cannot verify {path}: {located.checksum_owner} has no md5 for it; "
                 f"{VERIFY_HINT}"
             )
+        from torchvision.datasets.utils import calculate_md5
+
         actual = calculate_md5(path)
         if actual != expected:
             raise DataError(
@@ -163,6 +167,8 @@ def _permissive(cls: type) -> type:
 
 def _stage(cls: type, located: Located, staging: str) -> None:
     """Lay the files out under ``staging`` as torchvision expects, decompressing .gz files."""
+    from torchvision.datasets.utils import extract_archive
+
     target = layout_dir(cls, staging)
     os.makedirs(target)
     for path in located.paths.values():
@@ -203,7 +209,9 @@ def parse(name: str, cls: type, located: Located, cache_dir: str) -> dict:
 
 def cache_path(cache_dir: str, name: str, located: Located, verify: bool) -> str:
     """The cache file for this dataset read from this directory with this verify setting."""
-    key = f"{os.path.realpath(located.directory)}|verify={verify}"
+    # The files' sizes and mtimes are part of the key: changed raw files are parsed again
+    stamps = json.dumps(file_stamps(sorted(located.paths.values())))
+    key = f"{os.path.realpath(located.directory)}|verify={verify}|{stamps}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return os.path.join(cache_dir, f"{name}-{digest}.pt")
 
@@ -220,6 +228,42 @@ def save_cache(path: str, raw: dict) -> None:
         raise
 
 
+def lookup_path(cache_dir: str, name: str, root: str, system_dirs: dict, verify: bool) -> str:
+    """Where a past lookup of these arguments is remembered (see :func:`remembered_cache`)."""
+    key = json.dumps([name, os.path.realpath(root), system_dirs, verify], sort_keys=True)
+    return os.path.join(cache_dir, f"{name}-lookup-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json")
+
+
+def file_stamps(paths: list[str]) -> dict[str, list[int]]:
+    return {p: [os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths}
+
+
+def remembered_cache(lookup: str) -> dict | None:
+    """The cached tensors a past lookup found, if its raw files are unchanged (size and mtime).
+
+    This path never imports torchvision, whose import (it pulls in torch._dynamo) costs
+    about 1.5 s: most of the time from ``dropbench run`` to the first training step.
+    """
+    try:
+        with open(lookup) as f:
+            entry = json.load(f)
+        if file_stamps(list(entry["files"])) != entry["files"]:
+            return None
+        raw = torch.load(entry["cache"], weights_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return None  # nothing remembered, files moved or changed: look them up again
+    raw["origin"] = f"cache:{entry['cache']} ({raw['origin']})"
+    return raw
+
+
+def remember_cache(lookup: str, cache: str, located: Located) -> None:
+    payload = {"cache": cache, "files": file_stamps(sorted(located.paths.values()))}
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(lookup))
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f)
+    os.replace(tmp, lookup)
+
+
 def load_raw(
     name: str,
     source: str,
@@ -233,9 +277,14 @@ def load_raw(
 
     Looks locally first, downloads if allowed, and caches the parsed result in ``cache_dir``.
     """
-    cls = dataset_class(source)
     root = os.path.abspath(os.path.expanduser(root))
     system_dirs = {os.path.expanduser(d): dict(files or {}) for d, files in (system_dirs or {}).items()}
+    cache_dir = os.path.expanduser(cache_dir)
+    lookup = lookup_path(cache_dir, name, root, system_dirs, verify)
+    raw = remembered_cache(lookup)
+    if raw is not None:
+        return raw
+    cls = dataset_class(source)
     places = search_places(cls, root, system_dirs)
     located, origin = find_local(cls, root, system_dirs), None
     if located is None:
@@ -247,7 +296,6 @@ def load_raw(
             raise DataError(not_found_message(name, cls, root, places, "download left no usable files"))
     origin = origin or located.directory
 
-    cache_dir = os.path.expanduser(cache_dir)
     try:
         os.makedirs(cache_dir, exist_ok=True)
     except OSError as err:
@@ -259,9 +307,10 @@ def load_raw(
     if os.path.isfile(path):
         raw = torch.load(path, weights_only=True)
         raw["origin"] = f"cache:{path} ({raw['origin']})"
-        return raw
-    if verify:
-        verify_files(name, located)
-    raw = {**parse(name, cls, located, cache_dir), "origin": origin}
-    save_cache(path, raw)
+    else:
+        if verify:
+            verify_files(name, located)
+        raw = {**parse(name, cls, located, cache_dir), "origin": origin}
+        save_cache(path, raw)
+    remember_cache(lookup, path, located)
     return raw

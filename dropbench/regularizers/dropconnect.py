@@ -261,6 +261,7 @@ _KERNELS = {
     "grad_bias": _grad_bias_kernel,
 }
 _compiled: dict[str, Callable] = {}
+RECOMPILE_LIMIT = 64  # shapes per kernel before the eager path takes over (each compile: a few s)
 _fused_failed: list[str] = []  # the error, once compiling has failed: the eager path from then on
 
 
@@ -281,7 +282,9 @@ def _fused(name: str, *args: torch.Tensor | None) -> torch.Tensor | None:
     if name not in _compiled:
         _compiled[name] = torch.compile(_KERNELS[name], fullgraph=True, dynamic=False)
     try:
-        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        # One compile per (layer shape, batch rows): a serial sweep over model sizes, or a
+        # benchmark building many models in one process, needs more than dynamo's default 8.
+        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, recompile_limit=RECOMPILE_LIMIT):
             return _compiled[name](*args)
     except Exception as error:  # no C++ compiler, an unsupported platform, too many shapes, ...
         _fused_failed.append(repr(error))

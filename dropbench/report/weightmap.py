@@ -12,7 +12,6 @@ import math
 from collections.abc import Mapping
 
 import torch
-from torchvision.utils import make_grid
 
 
 def first_layer_weight(
@@ -35,6 +34,8 @@ def weight_grid(weight: torch.Tensor, in_shape: tuple[int, int, int], units: int
     Each tile is min-max scaled on its own, so a unit with small weights is as visible as one
     with large weights (what matters is the pattern, not the scale). Tiles fill a near-square grid.
     """
+    from torchvision.utils import make_grid  # importing torchvision takes ~1.5 s: only when drawing
+
     channels, height, width = in_shape
     if weight.dim() != 2 or weight.shape[1] != channels * height * width:
         raise ValueError(

@@ -31,7 +31,7 @@ REGS = (
     ("variational", None),
 )
 BATCH_SIZE = 128
-P = 0.5  # every regularizer's drop probability (dropbench's default)
+DROP_P = 0.5  # every regularizer's drop probability (dropbench's default)
 #: training examples of every group but MLP on MNIST, which runs on the full 55,000
 SUBSET = 10_000
 #: --quick: a few batches per epoch
@@ -125,7 +125,7 @@ def common_overrides(model: str, train_size: int | None, quick: bool, device: st
     """Overrides shared by a group's configurations (and by the start-up and sweep runs)."""
     overrides = [
         f"batch_size={BATCH_SIZE}",
-        f"p={P}",
+        f"p={DROP_P}",
         f"device={device}",
         # checksums are not what is measured; the parsed-tensor cache is keyed by this setting,
         # and the shared CIFAR-10 copy needs it (../shared/data/README.md)

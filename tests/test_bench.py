@@ -1,0 +1,121 @@
+"""Smoke test of the speed harness: ``scripts/bench.py --quick`` runs end to end on tiny data in
+the real file formats and writes well-formed rows. It never asserts a speed."""
+
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fakedata import write_cifar, write_mnist_like
+
+from dropbench.regularizers import INVALID
+
+ROOT = Path(__file__).resolve().parent.parent
+#: the columns the speed issue asks for
+REQUIRED = [
+    "model",
+    "dataset",
+    "reg",
+    "mask",
+    "device",
+    "threads",
+    "train_examples",
+    "batch_size",
+    "epoch_s",
+    "samples_per_s",
+    "bound_s",
+    "ratio_bound",
+    "ratio_bound_min",
+    "ratio_bound_max",
+    "baseline_s",
+    "ratio_baseline_speedup",
+    "ratio_reg_over_none",
+    "peak_mem_mib",
+    "torch",
+]
+REGS = ["none", "dropout", "dropconnect", "spatial", "variational"]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """One ``--quick`` run on fake MNIST and CIFAR-10 (420 training images each), shared by the tests."""
+    work = tmp_path_factory.mktemp("bench")
+    write_mnist_like(work / "data" / "MNIST" / "raw", n_train=420, n_test=40)
+    write_cifar(work / "data" / "cifar-10-batches-py", n_train=420, n_test=40)
+    env = {**os.environ, "DROPBENCH_DATA": str(work / "data"), "DROPBENCH_CACHE": str(work / "cache")}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--out", str(work / "out")],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return done, work / "out"
+
+
+@pytest.fixture(scope="module")
+def rows(quick) -> list[dict[str, str]]:
+    done, out = quick
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(out / "benchmarks.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_quick_run_writes_the_csv_and_the_markdown(quick):
+    done, out = quick
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "benchmarks.csv").is_file()
+    assert (out / "benchmarks.md").is_file()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_csv_has_every_required_column(rows):
+    assert rows
+    assert set(REQUIRED) <= set(rows[0])
+
+
+def test_every_ratio_present_is_finite_and_positive(rows):
+    for row in rows:
+        for column, value in row.items():
+            if column.startswith("ratio_") and value != "":
+                assert math.isfinite(float(value)) and float(value) > 0, (row["reg"], column, value)
+
+
+def test_every_row_has_its_times_device_and_ratios(rows):
+    for row in rows:
+        assert row["device"] == "cpu" and int(row["threads"]) >= 1
+        assert float(row["epoch_s"]) > 0 and float(row["bound_s"]) > 0 and float(row["peak_mem_mib"]) > 0
+        assert int(row["train_examples"]) > 0 and int(row["batch_size"]) == 128
+        assert row["ratio_bound"] != ""
+        assert (row["ratio_reg_over_none"] == "") == (row["reg"] == "none")
+
+
+def test_quick_grid_covers_every_valid_model_reg_pair(rows):
+    measured = {(r["model"], r["reg"], r["mask"]) for r in rows if r["dataset"] == "mnist"}
+    for model in ("mlp", "cnn", "lstm"):
+        for reg in REGS:
+            if (model, reg) in INVALID:
+                assert not any(m == model and g == reg for m, g, _ in measured)
+            elif reg == "dropconnect" and model != "lstm":  # the LSTM's weight drop has one mask mode
+                assert {(model, reg, "batch"), (model, reg, "example")} <= measured
+            else:
+                assert any(m == model and g == reg for m, g, _ in measured), (model, reg)
+
+
+def test_baselines_are_measured_for_mlp_on_mnist_and_cnn_on_cifar(rows):
+    with_baseline = {(r["model"], r["dataset"], r["reg"]) for r in rows if r["baseline_s"] != ""}
+    assert with_baseline == {("mlp", "mnist", "dropout"), ("cnn", "cifar10", "dropout")}
+
+
+def test_markdown_lists_the_targets_and_the_extra_measurements(quick):
+    _, out = quick
+    text = (out / "benchmarks.md").read_text()
+    assert "## Targets" in text and "--quick" in text
+    for needle in ("GEMM bound", "DataLoader baseline", "DropConnect per example", "variational", "spatial"):
+        assert needle in text
+    assert "first training step" in text and "joblib" in text
+    assert text.count("| met |") + text.count("| MISSED |") + text.count("| not measured |") == 9
