@@ -99,3 +99,17 @@ def test_lstm_channel_drop_removes_whole_input_features_for_the_whole_sequence()
     everywhere = (x.grad[:, 0] != 0).all(dim=1)
     assert torch.equal(per_feature, everywhere)
     assert 0 < per_feature.float().mean() < 1
+
+
+def test_cnn_runs_channels_last_with_the_same_results_as_nchw():
+    torch.manual_seed(0)
+    model = CNN((3, 32, 32), 10, channels=(4, 8), fc=(16,))
+    assert model.features[0][0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(5, 3, 32, 32)
+    nchw = CNN((3, 32, 32), 10, channels=(4, 8), fc=(16,))
+    nchw.load_state_dict(model.state_dict())
+    nchw.to(memory_format=torch.contiguous_format)
+    expected = nchw.head(nchw.features(x))  # the forward pass without the layout change
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+    model(x).sum().backward()  # gradients flow through the layout change
+    assert model.features[0][0][0].weight.grad is not None
