@@ -52,7 +52,7 @@ from dropbench.resume import (
     save_checkpoint,
 )
 from dropbench.schedules import per_step
-from dropbench.settings import Knobs, check_knobs, default_threads
+from dropbench.settings import Knobs, check_force, check_knobs, default_threads
 from dropbench.train import FitResult, FitState, Metrics, fit, stochastic_layers
 
 #: What Hydra writes into a run folder before the task starts; a folder holding only these
@@ -116,6 +116,7 @@ class Run:
         self.settings = run_settings(self.knobs, choices, bool(cfg.reg.uses_p))
         self.defining = result_defining(self.resolved, bool(cfg.reg.uses_p))
         self.threads = self.knobs.threads or default_threads(n_jobs)
+        self.force = check_force(self.resolved.get("force", False))
 
     def record(self, status: str, history: list[Metrics], **details: Any) -> dict[str, Any]:
         return run_record(status, self.settings, self.resolved, history, str(self.knobs.device), **details)
@@ -190,7 +191,7 @@ class Run:
 
     def execute(self) -> float:
         """Skip, resume or train; write the record. Returns the best validation accuracy."""
-        earlier = None if self.cfg.force else self.earlier_result()
+        earlier = None if self.force else self.earlier_result()
         if earlier is not None:
             note = (
                 ""
@@ -199,7 +200,7 @@ class Run:
             )
             print(f"dropbench: skip {self.run_dir}: {earlier['status']} already{note}; force=true re-runs it")
             return earlier.get("best", {}).get("val/acc", math.nan)
-        if self.cfg.force:
+        if self.force:
             clear_run(self.run_dir)
         if self.threads:
             torch.set_num_threads(self.threads)

@@ -85,6 +85,13 @@ def check_knobs(values: dict[str, Any]) -> Knobs:
     )
 
 
+def check_force(value: Any) -> bool:
+    """``force`` must be a boolean: a typo such as force=ture must not re-run (and replace) results."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"force={value!r} is invalid; valid: true, false")
+    return value
+
+
 def available_cores() -> int:
     """CPU cores this process may run on (its affinity mask where the OS has one)."""
     if hasattr(os, "sched_getaffinity"):

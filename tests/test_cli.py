@@ -179,6 +179,10 @@ BAD_INPUTS = {
     "reg=variational": "reg=variational does not apply to model=mlp",
     "reg.form=gaussian": "form='gaussian'",
     "reg=none eval.mc_samples=5": "eval.mc_samples=5",
+    "force=maybe": "force='maybe'",
+    "dataset.train_size=0": "dataset.train_size=0",
+    "dataset.train_size=100000": "dataset.train_size=100000",
+    "experiment=nonsense": "experiment='nonsense'",
 }
 
 
