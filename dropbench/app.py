@@ -113,8 +113,9 @@ class Run:
         self.resolved = OmegaConf.to_container(cfg, resolve=True)
         self.knobs = check_knobs(self.resolved)
         check_combination(choices["model"], choices["reg"])
-        self.settings = run_settings(self.knobs, choices, bool(cfg.reg.uses_p))
-        self.defining = result_defining(self.resolved, bool(cfg.reg.uses_p))
+        self.uses_p = bool(cfg.reg.uses_p)  # false for none and l2: p then names nothing about the run
+        self.settings = run_settings(self.knobs, choices, self.uses_p)
+        self.defining = result_defining(self.resolved, self.uses_p)
         self.threads = self.knobs.threads or default_threads(n_jobs)
         self.force = check_force(self.resolved.get("force", False))
 
@@ -132,7 +133,7 @@ class Run:
             raise ConfigError(f"{path} is unreadable; force=true re-runs this run") from None
         if record.get("status") not in DONE_STATUSES:
             return None  # an interrupted run: resume from its checkpoint
-        stored = result_defining(record.get("resolved_config", {}), bool(self.cfg.reg.uses_p))
+        stored = result_defining(record.get("resolved_config", {}), self.uses_p)
         check_same_config(self.run_dir, f"{record['status']} run", stored, self.defining)
         return record
 
@@ -193,11 +194,7 @@ class Run:
         """Skip, resume or train; write the record. Returns the best validation accuracy."""
         earlier = None if self.force else self.earlier_result()
         if earlier is not None:
-            note = (
-                ""
-                if self.cfg.reg.uses_p
-                else f" (reg={self.choices['reg']} ignores p: one run serves every p)"
-            )
+            note = "" if self.uses_p else f" (reg={self.choices['reg']} ignores p: one run serves every p)"
             print(f"dropbench: skip {self.run_dir}: {earlier['status']} already{note}; force=true re-runs it")
             return earlier.get("best", {}).get("val/acc", math.nan)
         if self.force:
