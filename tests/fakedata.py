@@ -156,3 +156,22 @@ def closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/"
+
+
+def fake_splits(n_train: int, n_test: int, val_size: int, augment: bool = False):
+    """DataSplits of learnable fake 1x28x28 images in 10 classes, on the CPU, for loop tests."""
+    import torch
+
+    from dropbench.data.tensors import make_splits
+
+    images, labels = fake_images(n_train, 10, 1, 28, seed=0)
+    test_images, test_labels = fake_images(n_test, 10, 1, 28, seed=1)
+    raw = {
+        "train_x": torch.as_tensor(images),
+        "train_y": torch.as_tensor(labels, dtype=torch.int64),
+        "test_x": torch.as_tensor(test_images),
+        "test_y": torch.as_tensor(test_labels, dtype=torch.int64),
+        "classes": [str(k) for k in range(10)],
+        "origin": "test",
+    }
+    return make_splits(raw, val_size=val_size, split_seed=0, augment=augment, device="cpu")

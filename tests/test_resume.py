@@ -6,9 +6,8 @@ from functools import partial
 
 import pytest
 import torch
-from fakedata import fake_images
+from fakedata import fake_splits
 
-from dropbench.data.tensors import make_splits
 from dropbench.errors import ConfigError
 from dropbench.models import MLP
 from dropbench.record import write_json_atomic
@@ -29,18 +28,8 @@ CONFIG = {"p": 0.3, "epochs": EPOCHS, "reg": {"form": "inverted"}, "device": "cp
 
 @pytest.fixture(scope="module")
 def data():
-    images, labels = fake_images(400, 10, 1, 28, seed=0)
-    test_images, test_labels = fake_images(100, 10, 1, 28, seed=1)
-    raw = {
-        "train_x": torch.as_tensor(images),
-        "train_y": torch.as_tensor(labels, dtype=torch.int64),
-        "test_x": torch.as_tensor(test_images),
-        "test_y": torch.as_tensor(test_labels, dtype=torch.int64),
-        "classes": [str(k) for k in range(10)],
-        "origin": "test",
-    }
     # augment=True: the data generator drives crops and flips too, so its state must resume
-    return make_splits(raw, val_size=80, split_seed=0, augment=True, device="cpu")
+    return fake_splits(400, 100, val_size=80, augment=True)
 
 
 def build(data):

@@ -5,9 +5,8 @@ from functools import partial
 
 import pytest
 import torch
-from fakedata import fake_images
+from fakedata import fake_splits
 
-from dropbench.data.tensors import make_splits
 from dropbench.models import MLP
 from dropbench.regularizers import Dropout
 from dropbench.schedules import constant, cosine, linear, per_step
@@ -16,17 +15,7 @@ from dropbench.train import evaluate, fit
 
 @pytest.fixture(scope="module")
 def data():
-    images, labels = fake_images(600, 10, 1, 28, seed=0)
-    test_images, test_labels = fake_images(200, 10, 1, 28, seed=1)
-    raw = {
-        "train_x": torch.as_tensor(images),
-        "train_y": torch.as_tensor(labels, dtype=torch.int64),
-        "test_x": torch.as_tensor(test_images),
-        "test_y": torch.as_tensor(test_labels, dtype=torch.int64),
-        "classes": [str(k) for k in range(10)],
-        "origin": "test",
-    }
-    return make_splits(raw, val_size=100, split_seed=0, augment=False, device="cpu")
+    return fake_splits(600, 200, val_size=100)
 
 
 def train(data, epochs=4, schedule=constant):
