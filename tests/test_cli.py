@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tinyrun import SMALL_MODEL, TINY, run_dirs
+from tinyrun import SMALL_MODEL, TINY, comparable, run_dirs
 
 SCALARS = ["train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"]
 
@@ -72,12 +72,6 @@ def test_run_on_the_other_datasets(dropbench, tmp_path, dataset):
     [run_dir] = run_dirs(tmp_path / "results")
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["data"]["classes"] == (100 if dataset == "cifar100" else 10)
-
-
-def comparable(record: dict) -> dict:
-    """A record without what legitimately differs between two identical runs (times, paths)."""
-    history = [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in record["history"]]
-    return {"history": history, "final": record["final"], "best": record["best"]}
 
 
 def test_same_seed_gives_identical_metrics_and_another_seed_does_not(dropbench, tmp_path):

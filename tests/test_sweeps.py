@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from tinyrun import SMALL_MODEL, TINY, run_dirs
+from tinyrun import SMALL_MODEL, TINY, comparable, run_dirs
 
 MLP = [*SMALL_MODEL["mlp"], *TINY]
 
@@ -17,11 +17,6 @@ def records(results: Path) -> dict[str, dict]:
     return {
         str(f.parent.relative_to(results)): json.loads(f.read_text()) for f in results.rglob("metrics.json")
     }
-
-
-def without_times(record: dict) -> dict:
-    history = [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in record["history"]]
-    return {"history": history, "final": record["final"], "best": record.get("best")}
 
 
 def test_sweep_folders_are_stable_and_name_dataset_model_reg_p_and_seed(dropbench, tmp_path):
@@ -46,7 +41,7 @@ def test_a_repeated_sweep_skips_finished_runs_and_force_reruns_them(dropbench, t
     forced = dropbench(*sweep, "force=true")
     assert forced.returncode == 0 and "dropbench: skip" not in forced.stdout
     rerun = records(tmp_path / "results")
-    assert {k: without_times(r) for k, r in rerun.items()} == {k: without_times(r) for k, r in first.items()}
+    assert {k: comparable(r) for k, r in rerun.items()} == {k: comparable(r) for k, r in first.items()}
 
 
 def test_invalid_and_redundant_jobs_are_skipped_with_a_reason_and_the_sweep_goes_on(dropbench, tmp_path):
@@ -123,4 +118,4 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes_to_the_uninterrupted_result(
     [stopped_then_resumed] = records(tmp_path / "stopped").values()
     [whole] = records(tmp_path / "whole").values()
     assert stopped_then_resumed["status"] == "finished"
-    assert without_times(stopped_then_resumed) == without_times(whole)
+    assert comparable(stopped_then_resumed) == comparable(whole)

@@ -13,3 +13,9 @@ SMALL_MODEL = {
 def run_dirs(results: Path) -> list[Path]:
     """Every run folder below ``results`` (Hydra writes ``.hydra/`` into each)."""
     return sorted(p.parent for p in results.rglob(".hydra"))
+
+
+def comparable(record: dict) -> dict:
+    """A record without what legitimately differs between two identical runs (times, paths)."""
+    history = [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in record["history"]]
+    return {"history": history, "final": record["final"], "best": record.get("best")}

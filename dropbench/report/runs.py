@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from dropbench.errors import DropbenchError
+from dropbench.resume import NOT_RESULT_DEFINING
 
 METRICS_FILE = "metrics.json"
 WEIGHTS_FILE = "weights.pt"
@@ -27,8 +28,6 @@ SETUP_KEYS = ("optimizer", "schedule", "wd", "max_norm", "epochs", "batch_size",
 REG_BOOKKEEPING = {"layers", "folder", "uses_p", "wd"}
 #: resolved_config groups whose settings change what a run trains (model.hidden, dataset.augment, ...)
 SETUP_GROUPS = ("model", "dataset", "optimizer", "schedule")
-#: settings that say where a run found its files, not what it trained
-LOCATION_KEYS = {"root", "cache_dir", "download", "verify"}
 REQUIRED_FINAL = ("train/acc", "test/acc")
 
 
@@ -127,26 +126,29 @@ def describe(found: list[Run | Problem]) -> str:
 
 def scalar_settings(section: Any) -> dict[str, Any]:
     """The regularizer's own scalar settings from ``resolved_config.reg`` (no layers, no bookkeeping)."""
-    if not isinstance(section, dict):
-        return {}
     return {
         key: value
-        for key, value in section.items()
-        if key not in REG_BOOKKEEPING and not key.startswith("_") and not isinstance(value, (dict, list))
+        for key, value in scalar_or_list(section).items()
+        if key not in REG_BOOKKEEPING and not isinstance(value, list)
     }
 
 
 def setup_settings(resolved: dict[str, Any]) -> dict[str, Any]:
-    """Scalar and list settings of the setup groups, as ``group.key`` (lists as text, so they compare)."""
+    """Scalar and list settings of the setup groups, as ``group.key`` (lists as text, so they compare).
+
+    Settings that say where or how fast a run computed (the data root, ...) are left out: the
+    same list that decides whether a run folder may be resumed (:mod:`dropbench.resume`).
+    """
     found = {}
     for group in SETUP_GROUPS:
         for key, value in scalar_or_list(resolved.get(group)).items():
-            if key not in LOCATION_KEYS:
+            if f"{group}.{key}" not in NOT_RESULT_DEFINING:
                 found[f"{group}.{key}"] = json.dumps(value) if isinstance(value, list) else value
     return found
 
 
 def scalar_or_list(section: Any) -> dict[str, Any]:
+    """A config section's non-dict settings (lists included), without ``_target_``-style keys."""
     if not isinstance(section, dict):
         return {}
     return {
