@@ -1,13 +1,15 @@
-"""Regenerate the literature findings in ``results/findings/``: run each experiment's sweep, report it.
+"""Regenerate the literature findings in ``results/findings/``: run each finding's sweeps, report them.
 
-Each finding is one ``configs/experiment/<name>.yaml``. This script runs
-``dropbench run -m experiment=<name>`` (finished runs are skipped, so an interrupted
-regeneration continues where it stopped) and then ``dropbench report`` into
-``results/findings/<name>/``. The paragraph that reads each table (the claim, the paper's
-number, our protocol and whether it held) is ``results/findings/<name>/README.md``, written by
-hand from the numbers: this script never touches it.
+A finding is one sweep folder, filled by one or more ``configs/experiment/<name>.yaml`` (a
+Hydra grid is a product, so rows that are not, such as DropConnect's own settings next to
+dropout, come from a second experiment that writes into the same folder). This script runs
+``dropbench run -m experiment=<name>`` for each of them (finished runs are skipped, so an
+interrupted regeneration continues where it stopped) and then ``dropbench report`` into
+``results/findings/<finding>/``. The paragraph that reads each table (the claim, the paper's
+number, our protocol and whether it held) is ``results/findings/<finding>/README.md``, written
+by hand from the numbers: this script never touches it.
 
-    DROPBENCH_DATA=../shared/data python scripts/regenerate_results.py [NAME ...] [--seeds 0,1,2]
+    DROPBENCH_DATA=../shared/data python scripts/regenerate_results.py [FINDING ...] [--seeds 3,4,5]
 """
 
 from __future__ import annotations
@@ -17,32 +19,53 @@ import subprocess
 import sys
 from pathlib import Path
 
-#: The experiments behind results/findings/, in the order the results README lists them.
-FINDINGS = ["mlp_p_curve"]
+#: finding (its sweep folder and results/findings/ folder) -> the experiments that fill it, in
+#: the order the results README lists them. GPU marks a protocol sized for a GPU (hours on 2 CPU cores).
+FINDINGS = {
+    "mlp_table9": ["mlp_table9", "mlp_table9_dropconnect"],
+    "mlp_p_curve": ["mlp_p_curve"],
+    "mlp_dropconnect": ["mlp_dropconnect", "mlp_dropconnect_baselines"],  # GPU
+    "cnn_spatial": ["cnn_spatial"],
+    "lstm_variational": ["lstm_variational"],
+    "mlp_mc_dropout": ["mlp_mc_dropout"],
+}
+GPU = {"mlp_dropconnect"}
 
 
-def run(*args: str) -> None:
+def dropbench(*args: str) -> None:
     print("+ dropbench", " ".join(args), flush=True)
     done = subprocess.run([sys.executable, "-m", "dropbench", *args])
     if done.returncode != 0:
         sys.exit(f"dropbench {' '.join(args)} failed with exit code {done.returncode}")
 
 
+def regenerate(finding: str, seeds: str | None, results_dir: str, out: Path) -> None:
+    """Run every experiment of ``finding`` (with ``seeds`` instead of its own, if given), then report."""
+    sweep_name = f"{finding}_seeds{seeds.replace(',', '-')}" if seeds else finding
+    for experiment in FINDINGS[finding]:
+        overrides = [f"experiment={experiment}", f"name={sweep_name}", f"results_dir={results_dir}"]
+        dropbench("run", "-m", *overrides, *([f"seed={seeds}"] if seeds else []))
+    dropbench("report", str(Path(results_dir) / "sweeps" / sweep_name), "--out", str(out / sweep_name))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", default=FINDINGS, help=f"experiments (default: {FINDINGS})")
+    parser.add_argument(
+        "findings", nargs="*", help=f"findings to regenerate (default: all): {', '.join(FINDINGS)}"
+    )
     parser.add_argument("--seeds", help="replace the experiments' seeds, e.g. 3,4,5 to check the spread")
+    parser.add_argument(
+        "--cpu-only", action="store_true", help=f"skip the GPU-sized findings ({', '.join(GPU)})"
+    )
     parser.add_argument("--results-dir", default="results", help="where the sweeps' runs go")
     parser.add_argument("--out", type=Path, default=Path("results/findings"))
     args = parser.parse_args()
-    for name in args.names:
-        seeds = [f"seed={args.seeds}"] if args.seeds else []
-        sweep_name = f"{name}_seeds{args.seeds.replace(',', '-')}" if args.seeds else name
-        run(
-            "run", "-m", f"experiment={name}", f"name={sweep_name}", f"results_dir={args.results_dir}", *seeds
-        )
-        sweep = Path(args.results_dir) / "sweeps" / sweep_name
-        run("report", str(sweep), "--out", str(args.out / sweep_name))
+    unknown = [name for name in args.findings if name not in FINDINGS]
+    if unknown:
+        parser.error(f"unknown finding {unknown[0]!r}; choose from {', '.join(FINDINGS)}")
+    chosen = args.findings or [name for name in FINDINGS if not (args.cpu_only and name in GPU)]
+    for finding in chosen:
+        regenerate(finding, args.seeds, args.results_dir, args.out)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import torch
 from dropbench.cli import main
 from dropbench.report.build import Options, make_report
 from dropbench.report.labels import add_labels
-from dropbench.report.weightmap import first_layer_weight, weight_grid
+from dropbench.report.weightmap import first_layer_weight, roughness, weight_grid
 
 SEEDS = (0, 1, 2)
 OFFSETS = (0.001, -0.002, 0.0035)  # added to the accuracies per seed, so every cell has a spread
@@ -298,6 +298,19 @@ def test_weight_grid_tiles_each_unit_scaled_on_its_own():
     unit = weight[6].reshape(28, 28)
     assert torch.allclose(tile, (unit - unit.min()) / (unit.max() - unit.min()), atol=1e-6)
     assert weight_grid(torch.randn(300, 3072), (3, 32, 32)).shape == (3, 10 * 33 + 1, 10 * 33 + 1)
+
+
+def test_roughness_tells_noise_from_strokes_and_ignores_scale():
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(50, 784, generator=gen)
+    rows = torch.linspace(-1, 1, 28)
+    blob = torch.exp(-(rows[:, None] ** 2 + rows[None, :] ** 2) / 0.1).reshape(1, 784)
+    checker = ((torch.arange(28)[:, None] + torch.arange(28)[None, :]) % 2 * 2 - 1.0).reshape(1, 784)
+    assert roughness(noise, (1, 28, 28)).median() == pytest.approx(1.0, abs=0.05)
+    assert roughness(blob, (1, 28, 28)).item() < 0.05
+    assert roughness(checker, (1, 28, 28)).item() == pytest.approx(2.0, abs=0.1)
+    assert torch.allclose(roughness(noise * 1e-3, (1, 28, 28)), roughness(noise, (1, 28, 28)))
+    assert roughness(torch.randn(4, 3072, generator=gen), (3, 32, 32)).shape == (4,)
 
 
 def test_first_layer_weight_finds_the_input_layer_or_none():

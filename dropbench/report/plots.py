@@ -13,7 +13,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from dropbench.report.runs import WEIGHTS_FILE
-from dropbench.report.weightmap import first_layer_weight, weight_grid
+from dropbench.report.weightmap import first_layer_weight, roughness, weight_grid
 
 #: Models whose first layer reads the flattened image, so its rows can be drawn as images.
 WEIGHT_MAP_MODELS = ("mlp",)
@@ -100,14 +100,15 @@ def curves(
     return fig
 
 
-def first_grid(runs: pd.DataFrame, in_shape: tuple[int, int, int]) -> torch.Tensor | None:
-    """The weight grid of the lowest-seed run that saved its weights, or None."""
+def first_grid(runs: pd.DataFrame, in_shape: tuple[int, int, int]) -> tuple[torch.Tensor, float] | None:
+    """The weight grid of the lowest-seed run that saved its weights and its units' median
+    roughness, or None."""
     for folder in runs.sort_values("seed")["run"]:
         path = Path(folder) / WEIGHTS_FILE
         if path.is_file():
             weight = first_layer_weight(torch.load(path, map_location="cpu", weights_only=True), in_shape)
             if weight is not None:
-                return weight_grid(weight, in_shape)
+                return weight_grid(weight, in_shape), roughness(weight, in_shape).median().item()
     return None
 
 
@@ -119,9 +120,10 @@ def weight_maps(
         return None
     panels = []
     for label, p in zip(best["label"], best["p"], strict=True):
-        grid = first_grid(frame[(frame["label"] == label) & same_p(frame["p"], p)], in_shape)
-        if grid is not None:
-            panels.append((with_p(label, p), grid))
+        drawn = first_grid(frame[(frame["label"] == label) & same_p(frame["p"], p)], in_shape)
+        if drawn is not None:
+            grid, rough = drawn
+            panels.append((f"{with_p(label, p)}\nmedian roughness {rough:.2f}", grid))
     if not panels:
         return None
     columns = min(len(panels), PANELS_PER_ROW)
@@ -133,5 +135,9 @@ def weight_maps(
         ax.set_title(name, fontsize="small")
     for ax in axes:
         ax.axis("off")
-    fig.suptitle(f"{title}: first-layer weights, first 100 hidden units (each tile min-max scaled)")
+    fig.suptitle(
+        f"{title}: first-layer weights, first 100 hidden units\n"
+        "(each tile min-max scaled; roughness: 1 = white noise, 0 = smooth)",
+        fontsize="medium",
+    )
     return fig

@@ -3,7 +3,8 @@
 Dropout papers show these tiles (Srivastava et al. 2014, Fig. 7): without dropout an MLP's
 first-layer units look like noise; with it they become local stroke and blob detectors.
 The same grid goes into ``dropbench report``'s figure and can be logged to TensorBoard
-with ``SummaryWriter.add_image(tag, weight_grid(...))``.
+with ``SummaryWriter.add_image(tag, weight_grid(...))``; :func:`roughness` puts a number on
+the difference (the figure's panel titles show its median over all units).
 """
 
 from __future__ import annotations
@@ -46,3 +47,19 @@ def weight_grid(weight: torch.Tensor, in_shape: tuple[int, int, int], units: int
     # scale_each: min-max per tile; make_grid repeats a single channel to RGB
     grid = make_grid(tiles, nrow=columns, padding=1, normalize=True, scale_each=True, pad_value=1.0)
     return grid.clamp(0.0, 1.0)
+
+
+def roughness(weight: torch.Tensor, in_shape: tuple[int, int, int]) -> torch.Tensor:
+    """Per unit (row of ``weight``): how much neighbouring input pixels' weights differ, (units,).
+
+    The mean squared difference between horizontally and vertically adjacent weights, over
+    twice the variance of the unit's weights: about 1 for white noise (neighbours independent),
+    near 0 for smooth strokes and blobs, up to 2 for a checkerboard. Scale-free, so units with
+    small and large weights compare. It puts a number on what the weight maps show.
+    """
+    channels, height, width = in_shape
+    tiles = weight.detach().float().reshape(-1, channels, height, width)
+    across = tiles.diff(dim=3).square().mean(dim=(1, 2, 3))
+    down = tiles.diff(dim=2).square().mean(dim=(1, 2, 3))
+    spread = tiles.flatten(1).var(dim=1).clamp_min(torch.finfo(torch.float32).tiny)
+    return (across + down) / 2 / (2 * spread)

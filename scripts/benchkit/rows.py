@@ -209,6 +209,16 @@ def target_series(target: Target, results: list[GroupResult]) -> list[float] | N
     return ratios(times, result.epoch_s[other]) if other else None
 
 
+def speedup_ceiling(target: Target, results: list[GroupResult]) -> list[float] | None:
+    """For a baseline target: the baseline epoch over the bound, per round, i.e. the speed-up an
+    epoch that took no more than its bare GEMMs/convolutions would reach. A target above it
+    cannot be met by any implementation on this machine."""
+    result = next((r for r in results if (r.group.model, r.group.dataset) == target.group), None)
+    if target.kind != "baseline" or result is None or not result.baseline_s:
+        return None
+    return ratios(result.baseline_s, result.bound_s)
+
+
 def verdict(value: float | None, limit: float, at_most: bool) -> str:
     if value is None:
         return "not measured"
