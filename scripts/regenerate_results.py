@@ -9,7 +9,8 @@ interrupted regeneration continues where it stopped) and then ``dropbench report
 number, our protocol and whether it held) is ``results/findings/<finding>/README.md``, written
 by hand from the numbers: this script never touches it.
 
-    DROPBENCH_DATA=../shared/data python scripts/regenerate_results.py [FINDING ...] [--seeds 3,4,5]
+    export DROPBENCH_DATA=../shared/data
+    python scripts/regenerate_results.py [FINDING ...] [--seeds 3,4,5] [-o OVERRIDE ...]
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ def dropbench(*args: str) -> None:
         sys.exit(f"dropbench {' '.join(args)} failed with exit code {done.returncode}")
 
 
-def regenerate(finding: str, seeds: str | None, results_dir: str, out: Path) -> None:
-    """Run every experiment of ``finding`` (with ``seeds`` instead of its own, if given), then report."""
+def regenerate(finding: str, seeds: str | None, results_dir: str, out: Path, extra: list[str]) -> None:
+    """Run every experiment of ``finding`` (with ``seeds`` instead of its own, if given, and the
+    ``extra`` overrides), then report."""
     sweep_name = f"{finding}_seeds{seeds.replace(',', '-')}" if seeds else finding
     for experiment in FINDINGS[finding]:
         overrides = [f"experiment={experiment}", f"name={sweep_name}", f"results_dir={results_dir}"]
-        dropbench("run", "-m", *overrides, *([f"seed={seeds}"] if seeds else []))
+        dropbench("run", "-m", *overrides, *([f"seed={seeds}"] if seeds else []), *extra)
     dropbench("report", str(Path(results_dir) / "sweeps" / sweep_name), "--out", str(out / sweep_name))
 
 
@@ -59,13 +61,20 @@ def main() -> None:
     )
     parser.add_argument("--results-dir", default="results", help="where the sweeps' runs go")
     parser.add_argument("--out", type=Path, default=Path("results/findings"))
+    parser.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        help="one more override for every run, e.g. -o hydra/launcher=joblib -o hydra.launcher.n_jobs=8",
+    )
     args = parser.parse_args()
     unknown = [name for name in args.findings if name not in FINDINGS]
     if unknown:
         parser.error(f"unknown finding {unknown[0]!r}; choose from {', '.join(FINDINGS)}")
     chosen = args.findings or [name for name in FINDINGS if not (args.cpu_only and name in GPU)]
     for finding in chosen:
-        regenerate(finding, args.seeds, args.results_dir, args.out)
+        regenerate(finding, args.seeds, args.results_dir, args.out, args.override)
 
 
 if __name__ == "__main__":
