@@ -5,10 +5,12 @@ A regularizer reaches a model as factories, one per place it acts (``configs/reg
 
 - ``drop``: after every hidden activation (dropout);
 - ``input_drop``: on the input units (the Dropout paper's input dropout);
-- ``channel_drop``: on whole channels, given as (N, C, *positions): after every conv block
-  (CNN), and on the input sequence's feature channels over all time steps (LSTM);
+- ``channel_drop``: on channels, given as (N, C, *positions): after every conv block (CNN),
+  and on the input sequence's feature channels over all time steps (LSTM); spatial dropout
+  drops whole channels there, reg=conv_dropout single elements (its control, CNN only);
 - ``linear``: builds the hidden fully connected layers (DropConnect), ``(in, out) -> module``;
-- ``rnn``: builds each LSTM layer (variational dropout, weight drop), ``(in, hidden) -> module``.
+- ``rnn``: builds each LSTM layer (variational, naive per-step dropout, weight drop),
+  ``(in, hidden) -> module``.
 
 An empty slot means the plain layer (``nn.Identity``, ``nn.Linear``, ``nn.LSTM``).
 """

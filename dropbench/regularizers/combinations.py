@@ -12,6 +12,10 @@ INVALID: dict[tuple[str, str], str] = {
     ("mlp", "spatial"): "the MLP has no feature maps to drop whole; use reg=dropout (or reg=dropconnect)",
     ("mlp", "variational"): "the MLP has no time axis to lock masks to; use reg=dropout (or reg=dropconnect)",
     ("cnn", "variational"): "the CNN has no time axis to lock masks to; use reg=spatial (or reg=dropout)",
+    ("mlp", "naive"): "the MLP has no time axis for per-step masks; use reg=dropout (or reg=dropconnect)",
+    ("cnn", "naive"): "the CNN has no time axis for per-step masks; use reg=conv_dropout (or reg=dropout)",
+    ("mlp", "conv_dropout"): "the MLP has no feature maps; use reg=dropout (or reg=dropconnect)",
+    ("lstm", "conv_dropout"): "the LSTM has no conv feature maps; for per-step input dropout use reg=naive",
 }
 
 
