@@ -57,7 +57,14 @@ def spawn_until_first_step(overrides: list[str]) -> tuple[float, float]:
                 break
     finally:
         child.terminate()  # dropbench treats SIGTERM as Ctrl-C: it notes the interrupted run and exits
-        child.communicate(timeout=60)
+        try:
+            child.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            # seen once, on a cold first start in CI (not reproduced in 12 timed SIGTERMs since):
+            # the timings are taken already, so a slow exit must not fail the measurement
+            print("bench: the spawned run did not exit within 60 s of SIGTERM; killed it", file=sys.stderr)
+            child.kill()
+            child.communicate()
         watchdog.cancel()
     if step_s is None or log_s is None:
         raise RuntimeError("dropbench run never reached its first step:\n" + "".join(lines[-30:]))
