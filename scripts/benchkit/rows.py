@@ -194,9 +194,14 @@ TARGETS = [
 FIRST_STEP_LIMIT_S = 3.0
 
 
+def group_result(target: Target, results: list[GroupResult]) -> GroupResult | None:
+    """The measured group (model, dataset) that ``target`` reads, or None if it was not measured."""
+    return next((r for r in results if (r.group.model, r.group.dataset) == target.group), None)
+
+
 def target_series(target: Target, results: list[GroupResult]) -> list[float] | None:
     """The target's per-round ratios, or None where its configurations were not measured."""
-    result = next((r for r in results if (r.group.model, r.group.dataset) == target.group), None)
+    result = group_result(target, results)
     config = result.config(*target.reg) if result else None
     if config is None:
         return None
@@ -213,7 +218,7 @@ def speedup_ceiling(target: Target, results: list[GroupResult]) -> list[float] |
     """For a baseline target: the baseline epoch over the bound, per round, i.e. the speed-up an
     epoch that took no more than its bare GEMMs/convolutions would reach. A target above it
     cannot be met by any implementation on this machine."""
-    result = next((r for r in results if (r.group.model, r.group.dataset) == target.group), None)
+    result = group_result(target, results)
     if target.kind != "baseline" or result is None or not result.baseline_s:
         return None
     return ratios(result.baseline_s, result.bound_s)
