@@ -16,8 +16,9 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from dropbench.errors import ConfigError
+from dropbench.schema import GROUPS
 
-GROUPS = ("model", "dataset", "reg", "optimizer", "schedule", "experiment")
+GROUP_NAMES = tuple(group.key for group in GROUPS)
 
 
 class Plugin(NamedTuple):
@@ -112,7 +113,7 @@ def check_overrides(arguments: list[str], configs: Path) -> None:
             results_dir = values[0]
         for value in values:
             check_plugin(key, value)
-        if key in GROUPS:
+        if key in GROUP_NAMES:
             valid = group_choices(configs, key)
             for value in values:
                 if value not in valid:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
-import os
 import subprocess
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,10 +14,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from dropbench import __version__
 from dropbench.data import DataSplits
-from dropbench.settings import Knobs
 from dropbench.train import FitResult
-
-METRICS_FILE = "metrics.json"
 
 
 def run_record(
@@ -50,37 +44,6 @@ def run_record(
         "history": history,
         **details,
     }
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities as None: strict JSON has no NaN (a diverged run has them)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` so a reader sees the old file or the new one, never half of one.
-
-    Non-finite floats are written as null, so every JSON reader can parse the file.
-    """
-    payload = json_safe(payload)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=False, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def git(folder: Path, *args: str) -> str:
@@ -125,9 +88,10 @@ class ScalarLog:
         HParams tab shows as a separate run without this run's curves; writing the summary
         through this run's writer keeps settings, curves and final metrics in one run.
         """
-        # None (p of reg=none, no max_norm) has no HParams type: such settings are left out
+        # None (p of reg=none, no max_norm) has no HParams type: such settings are left out;
+        # lists (model.hidden) are shown as text
         given = {k: v for k, v in settings.items() if v is not None}
-        plain = {k: v if isinstance(v, (bool, int, float)) else str(v) for k, v in given.items()}
+        plain = {k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v) for k, v in given.items()}
         for summary in hparams(plain, metrics):
             self.writer.file_writer.add_summary(summary)
         self.writer.flush()
@@ -139,23 +103,6 @@ class ScalarLog:
 
     def close(self) -> None:
         self.writer.close()
-
-
-def run_settings(knobs: Knobs, choices: dict[str, str], uses_p: bool) -> dict[str, Any]:
-    """The settings a report groups and labels runs by; p is None for a reg that ignores it."""
-    essentials: dict[str, Any] = {
-        group: choices.get(group) for group in ("dataset", "model", "reg", "optimizer", "schedule")
-    }
-    essentials.update(
-        p=knobs.p if uses_p else None,
-        wd=knobs.wd,
-        max_norm=knobs.max_norm,
-        seed=knobs.seed,
-        epochs=knobs.epochs,
-        batch_size=knobs.batch_size,
-        lr=knobs.lr,
-    )
-    return essentials
 
 
 def data_summary(data: DataSplits) -> dict[str, Any]:

@@ -15,56 +15,17 @@ change what a run computes); a different one is an error, never a silent mix.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dropbench.atomic import torch_save_atomic
 from dropbench.errors import ConfigError
-from dropbench.train import FitState
+from dropbench.rundir import RunDir
+from dropbench.train import FitState, Training
 
-CHECKPOINT_FILE = "checkpoint.pt"
-WEIGHTS_FILE = "weights.pt"  # the best-validation weights of a finished run
-LOCK_FILE = ".lock"
 DONE_STATUSES = ("finished", "diverged")  # re-running these would only repeat them
-
-#: Settings that say where or how fast a run computes, not what: they may differ between the
-#: first attempt and its resumption. Dotted paths into the resolved config.
-NOT_RESULT_DEFINING = (
-    "force",
-    "name",
-    "results_dir",
-    "device",
-    "threads",
-    "eval_batch_size",
-    "dataset.root",
-    "dataset.cache_dir",
-    "dataset.download",
-    "dataset.verify",
-    "dataset.system_dirs",
-)
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as ``{"a.b.c": leaf}``."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
-
-
-def result_defining(resolved: dict[str, Any], uses_p: bool) -> dict[str, Any]:
-    """The flattened settings that decide a run's numbers (p only when the reg uses it)."""
-    skipped = NOT_RESULT_DEFINING if uses_p else (*NOT_RESULT_DEFINING, "p")
-    return {
-        key: value
-        for key, value in flatten(resolved).items()
-        if not any(key == s or key.startswith(f"{s}.") for s in skipped)
-    }
 
 
 def config_conflict(stored: dict[str, Any], current: dict[str, Any]) -> str | None:
@@ -86,18 +47,6 @@ def check_same_config(run_dir: Path, what: str, stored: dict[str, Any], current:
         )
 
 
-def atomic_torch_save(payload: Any, path: Path) -> None:
-    """``torch.save`` so that a crash mid-write leaves the previous file intact."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def rng_states(generator: torch.Generator) -> dict[str, Any]:
     """Every random-number generator a run draws from: data order, augmentation and masks."""
     states = {"data": generator.get_state(), "cpu": torch.get_rng_state()}
@@ -113,35 +62,20 @@ def restore_rng_states(states: dict[str, Any], generator: torch.Generator) -> No
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_checkpoint(
-    path: Path,
-    config: dict[str, Any],
-    state: FitState,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    generator: torch.Generator,
-) -> None:
+def save_checkpoint(path: Path, config: dict[str, Any], state: FitState, training: Training) -> None:
     """Everything needed to continue after ``state.epoch`` as if training had never stopped."""
     payload = {
         "config": config,
         "state": vars(state),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": rng_states(generator),
+        "model": training.model.state_dict(),
+        "optimizer": training.optimizer.state_dict(),
+        "scheduler": training.scheduler.state_dict(),
+        "rng": rng_states(training.generator),
     }
-    atomic_torch_save(payload, path)
+    torch_save_atomic(payload, path)
 
 
-def load_checkpoint(
-    path: Path,
-    config: dict[str, Any],
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    generator: torch.Generator,
-) -> FitState:
+def load_checkpoint(path: Path, config: dict[str, Any], training: Training) -> FitState:
     """Restore what :func:`save_checkpoint` saved into freshly built objects; returns the fit state."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -150,19 +84,11 @@ def load_checkpoint(
             f"{path} cannot be read ({type(error).__name__}); force=true starts this run over"
         ) from None
     check_same_config(path.parent, "checkpoint", payload["config"], config)
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    restore_rng_states(payload["rng"], generator)
+    training.model.load_state_dict(payload["model"])
+    training.optimizer.load_state_dict(payload["optimizer"])
+    training.scheduler.load_state_dict(payload["scheduler"])
+    restore_rng_states(payload["rng"], training.generator)
     return FitState(**payload["state"])
-
-
-def clear_run(run_dir: Path) -> None:
-    """What ``force=true`` removes before re-running: every result and checkpoint of the run."""
-    for name in ("metrics.json", CHECKPOINT_FILE, WEIGHTS_FILE, "resolved_config.yaml"):
-        (run_dir / name).unlink(missing_ok=True)
-    for events in run_dir.glob("events.out.tfevents.*"):
-        events.unlink()
 
 
 class RunLock:
@@ -173,8 +99,8 @@ class RunLock:
     with the process that held it, so a crash never leaves a stale lock behind.
     """
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / LOCK_FILE
+    def __init__(self, run_dir: RunDir) -> None:
+        self.path = run_dir.lock
         self.handle = None
 
     def acquire(self) -> bool:

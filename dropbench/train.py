@@ -26,6 +26,28 @@ DIVERGENCE_CHECK_STEPS = 50
 
 
 @dataclass
+class Training:
+    """What the loop trains: the model (with its regularizer), its optimizer, the per-step
+    schedule and the generator of data order and augmentation (:mod:`dropbench.build` makes it)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    generator: torch.Generator
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How long and in what batches to train and evaluate."""
+
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    mc_samples: int | None = None  # T > 1 adds test_mc/*: MC dropout over T passes
+    progress: bool = False  # tqdm bars (on a terminal)
+
+
+@dataclass
 class FitState:
     """How far a fit has come: with the model, optimizer and RNG states, enough to resume it."""
 
@@ -48,27 +70,20 @@ class FitResult:
     diverged: dict | None = None  # {"epoch", "metric"} when a loss became NaN/inf; final is then empty
 
 
-def train_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    data: DataSplits,
-    batch_size: int,
-    generator: torch.Generator,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    progress: bool = False,
-) -> Metrics:
+def train_epoch(training: Training, data: DataSplits, batch_size: int, progress: bool = False) -> Metrics:
     """One pass over the shuffled training split. Returns running ``train/loss`` and ``train/acc``.
 
-    ``scheduler``, if given, is stepped after every optimizer step.
+    The schedule, if any, is stepped after every optimizer step.
 
     The running metrics are measured in training mode (regularizer on, augmented batches),
     averaged over examples. Sums stay on the device so the loop waits on a ``.item()`` only
     every ``DIVERGENCE_CHECK_STEPS``: a NaN/inf loss ends the epoch early with ``train/loss`` NaN.
     """
+    model, optimizer, scheduler = training.model, training.optimizer, training.scheduler
     model.train()
     loss_sum = torch.zeros((), device=data.train_x.device)
     correct = torch.zeros((), device=data.train_x.device, dtype=torch.long)
-    batches = iterate_batches(data.train_x, data.train_y, batch_size, generator, data.augment)
+    batches = iterate_batches(data.train_x, data.train_y, batch_size, training.generator, data.augment)
     total = -(-len(data.train_y) // batch_size)
     batches = tqdm(batches, total=total, desc="train", leave=False, disable=not progress)
     for step, (inputs, targets) in enumerate(batches, 1):
@@ -122,18 +137,11 @@ def evaluate(
 
 
 def fit(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    training: Training,
     data: DataSplits,
-    epochs: int,
-    batch_size: int,
-    eval_batch_size: int,
-    generator: torch.Generator,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    on_epoch: Callable[[Metrics], None] = lambda row: None,
-    progress: bool = False,
-    mc_samples: int | None = None,
+    options: FitOptions,
     state: FitState | None = None,
+    on_epoch: Callable[[Metrics], None] = lambda row: None,
     on_checkpoint: Callable[[FitState], None] | None = None,
 ) -> FitResult:
     """Train for ``epochs``, validating after each; test the best-validation and the last weights.
@@ -148,13 +156,14 @@ def fit(
     A NaN/inf training or validation loss stops the fit: the result has ``diverged`` set and
     no test metrics.
     """
+    model, epochs, eval_batch_size = training.model, options.epochs, options.eval_batch_size
     state = state if state is not None else FitState()
-    epoch_bar = tqdm(range(state.epoch + 1, epochs + 1), desc="epochs", disable=not progress)
+    epoch_bar = tqdm(range(state.epoch + 1, epochs + 1), desc="epochs", disable=not options.progress)
     for epoch in epoch_bar:
         start = time.perf_counter()
         row: Metrics = {
             "epoch": epoch,
-            **train_epoch(model, optimizer, data, batch_size, generator, scheduler, progress),
+            **train_epoch(training, data, options.batch_size, options.progress),
         }
         row["epoch_time_s"] = time.perf_counter() - start
         state.train_seconds += row["epoch_time_s"]
@@ -176,7 +185,9 @@ def fit(
     final = evaluate(model, data.test_x, data.test_y, eval_batch_size, "test_last")
     model.load_state_dict(state.best_state)
     final.update(evaluate(model, data.test_x, data.test_y, eval_batch_size, "test"))
-    if mc_samples:
-        final.update(evaluate(model, data.test_x, data.test_y, eval_batch_size, "test_mc", mc_samples))
+    if options.mc_samples:
+        final.update(
+            evaluate(model, data.test_x, data.test_y, eval_batch_size, "test_mc", options.mc_samples)
+        )
     samples = epochs * len(data.train_y)
     return FitResult(state.history, state.best_epoch, final, state.train_seconds, samples, state.best_state)

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import torch
 from benchkit import extras
-from benchkit.grid import DATASETS, MODELS, QUICK_TRAIN, REGS, SUBSET, common_overrides, compose_config, plan
+from benchkit.grid import DATASETS, MODELS, QUICK_TRAIN, REGS, SUBSET, common_overrides, plan
 from benchkit.markdown import Meta, markdown
 from benchkit.measure import measure_group, release_memory
 from benchkit.rows import all_rows, csv_text, write_atomic
 
-from dropbench.app import build
-from dropbench.settings import resolve_device
+from dropbench import checks
+from dropbench.build import compose_config, instantiate_group
 
 
 def parse_args() -> argparse.Namespace:
@@ -87,7 +87,7 @@ def run_extras(quick: bool, device: str, subset: int):
         *common_overrides("mlp", train, quick, device),
     ]
     cfg = compose_config(first_overrides)
-    build("dataset", cfg.dataset, device="cpu")  # the latency is measured with the cache warm
+    instantiate_group("dataset", cfg.dataset, device="cpu")  # the latency is measured with the cache warm
     first = extras.first_step([*first_overrides, "epochs=1"], repeats=1 if quick else 3)
     print(f"bench: first step after {', '.join(f'{s:.2f}' for s in first.first_step_s)} s", file=sys.stderr)
     seeds, epochs, runs = ("0", 1, 2) if quick else ("0,1", 2, 4)
@@ -105,7 +105,7 @@ def run_extras(quick: bool, device: str, subset: int):
 
 def main() -> None:
     args = parse_args()
-    device = resolve_device(args.device)
+    device = checks.device("--device", args.device)
     repeats = args.repeats or (2 if args.quick else 3)
     groups = plan(args.only, args.quick, str(device), args.subset)
     # the extras first: they take about a minute, and fail early if a launcher is missing

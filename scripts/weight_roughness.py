@@ -1,6 +1,6 @@
 """Finding 8's numbers: the median roughness of each run's first-layer weight maps, per run group.
 
-Roughness (``dropbench.report.weightmap.roughness``) is about 1 for white noise and near 0 for
+Roughness (``dropbench.weightmap.roughness``) is about 1 for white noise and near 0 for
 smooth strokes and blobs; the weight-map figures of ``dropbench report`` show the same number for
 one seed. This script reads every ``weights.pt`` under the given sweep folders, groups runs by
 their folder without the ``seed<N>`` level, and writes a Markdown table (mean ± std over seeds).
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from dropbench.report.weightmap import first_layer_weight, roughness
-from dropbench.resume import WEIGHTS_FILE
+from dropbench.rundir import RunDir
+from dropbench.weightmap import first_layer_weight, roughness
 
 MNIST_SHAPE = (1, 28, 28)
 
@@ -32,7 +32,7 @@ def median_roughness(path: Path) -> float | None:
 def table(sweeps: list[Path]) -> str:
     groups: dict[str, list[float]] = defaultdict(list)
     for sweep in sweeps:
-        for path in sorted(sweep.rglob(WEIGHTS_FILE)):
+        for path in sorted(sweep.rglob(RunDir.WEIGHTS)):
             value = median_roughness(path)
             if value is not None:
                 groups[f"{sweep.name}/{path.parent.parent.relative_to(sweep)}"].append(value)

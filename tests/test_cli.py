@@ -52,6 +52,7 @@ def test_run_trains_and_records_every_model_on_both_image_families(dropbench, tm
         "epochs": 2,
         "batch_size": 16,
         "lr": 0.001,
+        "eval.mc_samples": None,
     }
     assert [row["epoch"] for row in record["history"]] == [1, 2]
     assert record["data"]["train"] == 100 and record["data"]["val"] == 20 and record["data"]["test"] == 40

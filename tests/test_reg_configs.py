@@ -4,16 +4,14 @@ the pairs the model x reg table refuses."""
 import pytest
 import torch
 from fakedata import fake_splits
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from tinyrun import SMALL_MODEL
 from torch import nn
 
-from dropbench.app import build_training
+from dropbench.build import build_training, check_config, compose_config
+from dropbench.combinations import check_combination, invalid_pairs
 from dropbench.errors import ConfigError
 from dropbench.preflight import config_dir
-from dropbench.regularizers import INVALID, Dropout, NaiveDropoutLSTM, SpatialDropout, check_combination
-from dropbench.settings import check_knobs
+from dropbench.regularizers import Dropout, NaiveDropoutLSTM, SpatialDropout
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +21,8 @@ def splits():
 
 def built_model(splits, model: str, *overrides: str) -> nn.Module:
     """The model of ``dropbench run model=MODEL OVERRIDES``: the real config, composed and built."""
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=[*SMALL_MODEL[model], "device=cpu", *overrides])
-    knobs = check_knobs(OmegaConf.to_container(cfg, resolve=True))
-    return build_training(cfg, knobs, splits)[0]
+    cfg = compose_config([*SMALL_MODEL[model], "device=cpu", *overrides])
+    return build_training(cfg, check_config(cfg), splits).model
 
 
 def test_naive_builds_every_lstm_layer_with_per_step_masks_on_inputs_and_outputs(splits):
@@ -74,7 +70,7 @@ def test_conv_dropout_fills_the_slots_of_spatial_dropout_element_wise(splits, re
     [("mlp", "naive"), ("cnn", "naive"), ("mlp", "conv_dropout"), ("lstm", "conv_dropout")],
 )
 def test_new_regs_refuse_the_models_they_do_not_fit_in_one_line(model, reg):
-    assert (model, reg) in INVALID
+    assert (model, reg) in invalid_pairs()
     with pytest.raises(ConfigError) as refused:
         check_combination(model, reg)
     message = str(refused.value)
@@ -83,6 +79,6 @@ def test_new_regs_refuse_the_models_they_do_not_fit_in_one_line(model, reg):
 
 
 def test_every_refused_pair_names_existing_configs():
-    for model, reg in INVALID:
+    for model, reg in invalid_pairs():
         assert (config_dir() / "model" / f"{model}.yaml").is_file(), model
         assert (config_dir() / "reg" / f"{reg}.yaml").is_file(), reg

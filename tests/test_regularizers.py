@@ -1,12 +1,17 @@
 """Dropout and L2: measured behaviour under fixed seeds (in the style of timm's drop-layer tests)."""
 
+from functools import partial
+
 import pytest
 import torch
 from torch import nn
 
-from dropbench.models import CNN, MLP
+from dropbench.models import CNN, LSTM, MLP
 from dropbench.regularizers import (
     Dropout,
+    NaiveDropoutLSTM,
+    VariationalLSTM,
+    WeightDropLSTM,
     apply_max_norm,
     check_drop_probability,
     dropout,
@@ -144,15 +149,61 @@ def test_max_norm_caps_each_hidden_units_incoming_weights():
     torch.manual_seed(6)
     model = MLP((1, 4, 4), 3, hidden=(8, 8))
     with torch.no_grad():
-        for w in hidden_weights(model):
+        for (w,) in hidden_weights(model):
             w.mul_(10)
         model.net[1].weight[0] = 0.01  # a short row must stay as it is
     short_row = model.net[1].weight[0].clone()
     classifier_before = model.classifier.weight.clone()
     apply_max_norm(hidden_weights(model), 2.0)
-    for w in hidden_weights(model):
+    for (w,) in hidden_weights(model):
         assert w.norm(dim=1).max() <= 2.0 + 1e-5
     assert torch.equal(model.net[1].weight[0], short_row)
     assert torch.equal(model.classifier.weight, classifier_before)  # output units are not hidden
     conv = CNN((1, 8, 8), 3, channels=(4,), fc=(5,))
     assert len(hidden_weights(conv)) == 2  # the conv kernel and the head's hidden layer
+
+
+@pytest.mark.parametrize(
+    "rnn",
+    [
+        None,
+        partial(VariationalLSTM, p_input=0.2, p_hidden=0.2, p_output=0.2),
+        partial(WeightDropLSTM, p=0.3),
+        partial(NaiveDropoutLSTM, p_input=0.2, p_output=0.2),
+    ],
+)
+def test_max_norm_caps_each_lstm_gate_units_input_and_recurrent_weights_together(rnn):
+    torch.manual_seed(7)
+    model = LSTM((1, 6, 6), 3, hidden=5, layers=2, rnn=rnn)
+    groups = hidden_weights(model)
+    assert len(groups) == 2 and all(len(g) == 2 for g in groups)  # (W_ih, W_hh) of each layer
+    with torch.no_grad():
+        for ih, hh in groups:
+            ih.mul_(10), hh.mul_(10)
+        short = torch.cat([groups[0][0][1], groups[0][1][1]]).mul_(0.001)  # row 1 of layer 0: short
+        groups[0][0][1], groups[0][1][1] = short[:6], short[6:]
+    before = [torch.cat([ih, hh], dim=1).norm(dim=1) for ih, hh in groups]
+    assert all(norms[norms > 0.01].min() > 0.5 for norms in before)  # every long row needs rescaling
+    apply_max_norm(groups, 0.5)
+    for (ih, hh), norms in zip(groups, before, strict=True):
+        joint = torch.cat([ih, hh], dim=1).norm(dim=1)
+        long = norms > 0.01
+        assert torch.allclose(joint[long], torch.full_like(joint[long], 0.5), atol=1e-5)  # onto the ball
+    assert torch.equal(torch.cat([groups[0][0][1], groups[0][1][1]]), short)  # a short row stays
+
+
+def test_max_norm_on_an_lstm_run_constrains_its_rows_after_every_step():
+    from fakedata import fake_splits
+
+    from dropbench.build import build_training, check_config, compose_config
+    from dropbench.train import train_epoch
+
+    cfg = compose_config(
+        ["model=lstm", "model.hidden=16", "reg=none", "max_norm=0.5", "device=cpu", "lr=0.05"]
+    )
+    data = fake_splits(96, 8, val_size=8)
+    training = build_training(cfg, check_config(cfg), data)
+    train_epoch(training, data, 32)
+    rnn = training.model.rnns[0]
+    joint = torch.cat([rnn.weight_ih_l0, rnn.weight_hh_l0], dim=1).norm(dim=1)
+    assert joint.max() <= 0.5 + 1e-5  # before the fix, an LSTM's rows went unconstrained (1.079 seen)

@@ -16,7 +16,7 @@ import torch
 from dropbench.cli import main
 from dropbench.report.build import Options, make_report
 from dropbench.report.labels import add_labels
-from dropbench.report.weightmap import first_layer_weight, roughness, weight_grid
+from dropbench.weightmap import first_layer_weight, roughness, weight_grid
 
 SEEDS = (0, 1, 2)
 OFFSETS = (0.001, -0.002, 0.0035)  # added to the accuracies per seed, so every cell has a spread

@@ -8,19 +8,15 @@ import pytest
 import torch
 from fakedata import fake_splits
 
+from dropbench.atomic import write_json_atomic
 from dropbench.errors import ConfigError
 from dropbench.models import MLP
-from dropbench.record import write_json_atomic
 from dropbench.regularizers import Dropout
-from dropbench.resume import (
-    RunLock,
-    config_conflict,
-    load_checkpoint,
-    result_defining,
-    save_checkpoint,
-)
+from dropbench.resume import RunLock, config_conflict, load_checkpoint, save_checkpoint
+from dropbench.rundir import RunDir
 from dropbench.schedules import cosine, per_step
-from dropbench.train import FitState, fit
+from dropbench.schema import result_defining
+from dropbench.train import FitOptions, FitState, Training, fit
 
 EPOCHS = 4
 CONFIG = {"p": 0.3, "epochs": EPOCHS, "reg": {"form": "inverted"}, "device": "cpu"}
@@ -38,23 +34,11 @@ def build(data):
     model = MLP(data.shape, data.num_classes, hidden=(48,), drop=partial(Dropout, p=0.3))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     scheduler = per_step(optimizer, cosine, EPOCHS * math.ceil(len(data.train_y) / 32))
-    return model, optimizer, scheduler, torch.Generator().manual_seed(0)
+    return Training(model, optimizer, scheduler, torch.Generator().manual_seed(0))
 
 
-def run_fit(data, parts, state=None, on_checkpoint=None):
-    model, optimizer, scheduler, generator = parts
-    return fit(
-        model,
-        optimizer,
-        data,
-        EPOCHS,
-        32,
-        128,
-        generator,
-        scheduler,
-        state=state,
-        on_checkpoint=on_checkpoint,
-    )
+def run_fit(data, training, state=None, on_checkpoint=None):
+    return fit(training, data, FitOptions(EPOCHS, 32, 128), state=state, on_checkpoint=on_checkpoint)
 
 
 class Stop(Exception):
@@ -69,7 +53,7 @@ def test_resumed_fit_ends_with_exactly_the_uninterrupted_metrics(data, tmp_path,
     parts = build(data)
 
     def save_then_maybe_stop(state: FitState) -> None:
-        save_checkpoint(path, CONFIG, state, *parts)
+        save_checkpoint(path, CONFIG, state, parts)
         if state.epoch == stop_after:
             raise Stop
 
@@ -77,7 +61,7 @@ def test_resumed_fit_ends_with_exactly_the_uninterrupted_metrics(data, tmp_path,
         run_fit(data, parts, on_checkpoint=save_then_maybe_stop)
     torch.manual_seed(1234)  # a new process: the global RNG is elsewhere until the checkpoint restores it
     fresh = build(data)
-    state = load_checkpoint(path, CONFIG, *fresh)
+    state = load_checkpoint(path, CONFIG, fresh)
     assert state.epoch == stop_after and len(state.history) == stop_after
     resumed = run_fit(data, fresh, state=state)
 
@@ -91,12 +75,12 @@ def test_resumed_fit_ends_with_exactly_the_uninterrupted_metrics(data, tmp_path,
 def test_a_checkpoint_of_another_config_is_refused_by_name(data, tmp_path):
     path = tmp_path / "checkpoint.pt"
     parts = build(data)
-    save_checkpoint(path, CONFIG, FitState(epoch=1), *parts)
+    save_checkpoint(path, CONFIG, FitState(epoch=1), parts)
     with pytest.raises(ConfigError, match=r"p: 0.3 there, 0.5 now.*force=true"):
-        load_checkpoint(path, {**CONFIG, "p": 0.5}, *build(data))
+        load_checkpoint(path, {**CONFIG, "p": 0.5}, build(data))
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="cannot be read"):
-        load_checkpoint(path, CONFIG, *build(data))
+        load_checkpoint(path, CONFIG, build(data))
 
 
 def test_result_defining_settings_ignore_where_and_how_fast_but_not_what():
@@ -113,7 +97,7 @@ def test_result_defining_settings_ignore_where_and_how_fast_but_not_what():
 
 
 def test_run_lock_is_exclusive_and_released(tmp_path):
-    first, second = RunLock(tmp_path / "run"), RunLock(tmp_path / "run")
+    first, second = RunLock(RunDir(tmp_path / "run")), RunLock(RunDir(tmp_path / "run"))
     assert first.acquire()
     assert not second.acquire()  # flock locks are per open file: a second holder is refused
     first.release()
@@ -132,6 +116,7 @@ def test_a_diverging_fit_stops_early_and_reports_where(data):
     torch.manual_seed(0)
     model = MLP(data.shape, data.num_classes, hidden=(48,))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e12)
-    result = fit(model, optimizer, data, 5, 32, 128, torch.Generator().manual_seed(0))
+    training = Training(model, optimizer, None, torch.Generator().manual_seed(0))
+    result = fit(training, data, FitOptions(5, 32, 128))
     assert result.diverged == {"epoch": 1, "metric": "train/loss"}
     assert len(result.history) == 1 and result.final == {}

@@ -60,7 +60,9 @@ def test_tensorboard_serves_the_sweeps_curves_hparams_and_weight_maps(server, tm
         )
 
     experiment = get(f"{server}/data/plugin/hparams/experiment", {"experimentName": ""})
-    assert {"reg", "p", "wd", "model", "dataset", "seed"} <= {h["name"] for h in experiment["hparamInfos"]}
+    hparams = {h["name"] for h in experiment["hparamInfos"]}
+    assert {"reg", "p", "wd", "model", "dataset", "seed"} <= hparams
+    assert {"model.hidden", "dataset.val_size", "optimizer.betas", "reg.input_p"} <= hparams  # setup too
     assert {"test/acc", "val/acc", "test/nll"} <= {m["name"]["tag"] for m in experiment["metricInfos"]}
     request = {
         "experimentName": "",

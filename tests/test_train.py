@@ -10,7 +10,7 @@ from fakedata import fake_splits
 from dropbench.models import MLP
 from dropbench.regularizers import Dropout
 from dropbench.schedules import constant, cosine, linear, per_step
-from dropbench.train import evaluate, fit
+from dropbench.train import FitOptions, Training, evaluate, fit
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +25,8 @@ def train(data, epochs=4, schedule=constant):
     steps = epochs * math.ceil(len(data.train_y) / 32)
     scheduler = per_step(optimizer, schedule, steps)
     rows = []
-    result = fit(
-        model,
-        optimizer,
-        data,
-        epochs,
-        32,
-        256,
-        torch.Generator().manual_seed(0),
-        scheduler,
-        on_epoch=rows.append,
-    )
+    training = Training(model, optimizer, scheduler, torch.Generator().manual_seed(0))
+    result = fit(training, data, FitOptions(epochs, 32, 256), on_epoch=rows.append)
     return model, optimizer, result, rows
 
 

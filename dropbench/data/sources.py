@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dropbench.atomic import torch_save_atomic, write_json_atomic
 from dropbench.errors import DataError
 
 # torchvision classes whose files this module knows how to lay out (EMNIST/QMNIST use other formats).
@@ -217,15 +218,8 @@ def cache_path(cache_dir: str, name: str, located: Located, verify: bool) -> str
 
 
 def save_cache(path: str, raw: dict) -> None:
-    """Write atomically so a crash or a parallel run never leaves a half-written cache file."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=os.path.dirname(path))
-    os.close(fd)
-    try:
-        torch.save(raw, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Atomically, so a crash or a parallel run never leaves a half-written cache file."""
+    torch_save_atomic(raw, path)
 
 
 def lookup_path(cache_dir: str, name: str, root: str, system_dirs: dict, verify: bool) -> str:
@@ -258,10 +252,7 @@ def remembered_cache(lookup: str) -> dict | None:
 
 def remember_cache(lookup: str, cache: str, located: Located) -> None:
     payload = {"cache": cache, "files": file_stamps(sorted(located.paths.values()))}
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(lookup))
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f)
-    os.replace(tmp, lookup)
+    write_json_atomic(lookup, payload)
 
 
 def load_raw(

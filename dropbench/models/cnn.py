@@ -31,6 +31,8 @@ class CNN(nn.Module):
     Input: (N, C, H, W); output: (N, num_classes) logits.
     """
 
+    TRAITS = ("feature_maps",)  # see dropbench.models.common.TRAITS
+
     def __init__(
         self,
         in_shape: Sequence[int],

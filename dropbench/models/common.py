@@ -21,6 +21,21 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
+#: The places a model can offer a regularizer, with what each is (a model offers a place by
+#: accepting a constructor argument of that name; :mod:`dropbench.combinations` reads them).
+SLOTS = {
+    "drop": "hidden activations",
+    "input_drop": "input units",
+    "channel_drop": "feature channels",
+    "linear": "hidden fully connected layers",
+    "rnn": "recurrent layers (a time axis)",
+}
+#: What a model may declare about itself (``TRAITS`` on the class) beyond its places.
+TRAITS = {
+    "feature_maps": "conv feature maps",
+    "time_axis": "a time axis",
+}
+
 #: Makes one regularizer layer (e.g. ``functools.partial(Dropout, p=0.5)``).
 DropFactory = Callable[[], nn.Module]
 #: Makes a fully connected layer from (in_features, out_features).

@@ -37,6 +37,8 @@ class LSTM(nn.Module):
     Input: (N, C, H, W); output: (N, num_classes) logits.
     """
 
+    TRAITS = ("time_axis",)  # see dropbench.models.common.TRAITS
+
     def __init__(
         self,
         in_shape: Sequence[int],

@@ -3,10 +3,9 @@
 Models receive a regularizer as factories, one per place it acts (``layers:`` in the reg's
 yaml; the places are listed in :mod:`dropbench.models.common`). L2 is not a layer: it is the
 optimizer's weight decay on weights only (:mod:`.l2`); max-norm is a projection after each
-optimizer step (:mod:`.maxnorm`). Which regularizer fits which model: :mod:`.combinations`.
+optimizer step (:mod:`.maxnorm`). Which regularizer fits which model: :mod:`dropbench.combinations`.
 """
 
-from dropbench.regularizers.combinations import INVALID, check_combination
 from dropbench.regularizers.dropconnect import DropConnectLinear, dropconnect_linear
 from dropbench.regularizers.dropout import Dropout, check_drop_probability, dropout, original_dropout
 from dropbench.regularizers.l2 import l2_parameter_groups, l2_penalty
@@ -16,10 +15,8 @@ from dropbench.regularizers.variational import NaiveDropoutLSTM, VariationalLSTM
 from dropbench.regularizers.weightdrop import WeightDropLSTM
 
 __all__ = [
-    "INVALID",
     "Dropout",
     "apply_max_norm",
-    "check_combination",
     "check_drop_probability",
     "dropout",
     "hidden_weights",

@@ -19,10 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from dropbench.report.runs import SETUP_GROUPS
+from dropbench.schema import LABELLED_SETUP, PENALTIES, SETUP_GROUPS
 
-PENALTIES = ("wd", "max_norm")
-SETUP = ("optimizer", "schedule", "lr", "epochs", "batch_size")
 REG_PREFIX = "reg."
 
 
@@ -55,7 +53,9 @@ def label_keys(reg_runs: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     own = [c for c in reg_runs.columns if c.startswith(REG_PREFIX) and reg_runs[c].notna().any()]
     keys = [c for c in sorted(own) if varies(reg_runs[c]) and not follows_p(reg_runs[c], reg_runs["p"])]
     keys += [c for c in PENALTIES if c in reg_runs and (varies(reg_runs[c]) or is_active(reg_runs[c]))]
-    setup = [c for c in SETUP if c in table] + [c for c in table.columns if c.split(".")[0] in SETUP_GROUPS]
+    setup = [c for c in LABELLED_SETUP if c in table] + [
+        c for c in table.columns if c.split(".")[0] in SETUP_GROUPS
+    ]
     keys += [c for c in setup if varies(table[c])]
     return keys
 

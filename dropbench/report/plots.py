@@ -12,8 +12,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from dropbench.report.runs import WEIGHTS_FILE
-from dropbench.report.weightmap import first_layer_weight, roughness, weight_grid
+from dropbench.rundir import RunDir
+from dropbench.weightmap import first_layer_weight, roughness, weight_grid
 
 #: Models whose first layer reads the flattened image, so its rows can be drawn as images.
 WEIGHT_MAP_MODELS = ("mlp",)
@@ -104,7 +104,7 @@ def first_grid(runs: pd.DataFrame, in_shape: tuple[int, int, int]) -> tuple[torc
     """The weight grid of the lowest-seed run that saved its weights and its units' median
     roughness, or None."""
     for folder in runs.sort_values("seed")["run"]:
-        path = Path(folder) / WEIGHTS_FILE
+        path = RunDir(Path(folder)).weights
         if path.is_file():
             weight = first_layer_weight(torch.load(path, map_location="cpu", weights_only=True), in_shape)
             if weight is not None:

@@ -6,31 +6,15 @@ final one, so a reader (or an interrupted report) never sees half a file.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from dropbench.atomic import write_atomic, write_text_atomic
 from dropbench.report.tables import NO_P, Table
 
 FIGURE_FORMATS = ("png", "svg")
 DPI = 150
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``.
-
-    Not ``tempfile.mkstemp``: its files are private (0600), and a report is meant to be shared.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def sibling(stem: Path, extension: str) -> Path:
@@ -39,7 +23,7 @@ def sibling(stem: Path, extension: str) -> Path:
 
 
 def write_text(path: Path, text: str) -> Path:
-    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return write_text_atomic(path, text)
 
 
 def save_figure(fig: Figure, stem: Path) -> list[Path]:

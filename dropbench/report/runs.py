@@ -13,21 +13,14 @@ from typing import Any
 import pandas as pd
 
 from dropbench.errors import DropbenchError
-from dropbench.resume import NOT_RESULT_DEFINING
+from dropbench.rundir import RunDir
+from dropbench.schema import RECORDED, Role, keys, reg_settings, setup_settings
 
-METRICS_FILE = "metrics.json"
-WEIGHTS_FILE = "weights.pt"
-#: Signs that a run started: Hydra's config folder, or a mid-run checkpoint.
-STARTED_MARKERS = (".hydra", "checkpoint.pt")
 STATUSES = ("finished", "diverged", "interrupted")
-#: config keys every finished run must have; the others (optimizer, lr, max_norm, ...) may be missing
-#: in older records and then read as None.
-REQUIRED_CONFIG = ("dataset", "model", "reg", "p", "seed")
-SETUP_KEYS = ("optimizer", "schedule", "wd", "max_norm", "epochs", "batch_size", "lr")
-#: resolved_config.reg entries that are not settings of the regularizer
-REG_BOOKKEEPING = {"layers", "folder", "uses_p", "wd"}
-#: resolved_config groups whose settings change what a run trains (model.hidden, dataset.augment, ...)
-SETUP_GROUPS = ("model", "dataset", "optimizer", "schedule")
+#: config keys every finished run must have (the identity settings); the others (optimizer, lr,
+#: max_norm, ...) may be missing in older records and then read as None.
+REQUIRED_CONFIG = tuple(key for key in RECORDED if key in keys(Role.IDENTITY))
+SETUP_KEYS = tuple(key for key in RECORDED if key not in REQUIRED_CONFIG)
 REQUIRED_FINAL = ("train/acc", "test/acc")
 
 
@@ -52,8 +45,7 @@ def find_run_folders(root: Path) -> list[Path]:
     """Every folder under ``root`` (``root`` included) holding metrics.json, .hydra/ or checkpoint.pt."""
     found = []
     for folder, subfolders, files in os.walk(root):
-        names = set(files) | set(subfolders)
-        if METRICS_FILE in names or any(marker in names for marker in STARTED_MARKERS):
+        if RunDir.holds_run(set(files) | set(subfolders)):
             found.append(Path(folder))
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
     return sorted(found)
@@ -74,7 +66,7 @@ def missing_keys(record: dict[str, Any]) -> list[str]:
 
 def read_run(folder: Path) -> Run | Problem:
     """The run in ``folder``, or the reason it cannot be tabulated."""
-    path = folder / METRICS_FILE
+    path = RunDir(folder).metrics
     if not path.is_file():
         return Problem(folder, "unfinished", "no metrics.json: the run never finished")
     try:
@@ -124,40 +116,6 @@ def describe(found: list[Run | Problem]) -> str:
     return ", ".join(f"{n} {status}" for status, n in counts.items())
 
 
-def scalar_settings(section: Any) -> dict[str, Any]:
-    """The regularizer's own scalar settings from ``resolved_config.reg`` (no layers, no bookkeeping)."""
-    return {
-        key: value
-        for key, value in scalar_or_list(section).items()
-        if key not in REG_BOOKKEEPING and not isinstance(value, list)
-    }
-
-
-def setup_settings(resolved: dict[str, Any]) -> dict[str, Any]:
-    """Scalar and list settings of the setup groups, as ``group.key`` (lists as text, so they compare).
-
-    Settings that say where or how fast a run computed (the data root, ...) are left out: the
-    same list that decides whether a run folder may be resumed (:mod:`dropbench.resume`).
-    """
-    found = {}
-    for group in SETUP_GROUPS:
-        for key, value in scalar_or_list(resolved.get(group)).items():
-            if f"{group}.{key}" not in NOT_RESULT_DEFINING:
-                found[f"{group}.{key}"] = json.dumps(value) if isinstance(value, list) else value
-    return found
-
-
-def scalar_or_list(section: Any) -> dict[str, Any]:
-    """A config section's non-dict settings (lists included), without ``_target_``-style keys."""
-    if not isinstance(section, dict):
-        return {}
-    return {
-        key: value
-        for key, value in section.items()
-        if not key.startswith("_") and not isinstance(value, dict)
-    }
-
-
 def number(value: Any) -> float:
     """A metric as a float; null (a diverged value) and non-numbers become NaN."""
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
@@ -172,8 +130,10 @@ def run_row(run: Run) -> dict[str, Any]:
     row.update({key: config[key] for key in REQUIRED_CONFIG})
     row.update({key: config.get(key) for key in SETUP_KEYS})
     resolved = record.get("resolved_config") or {}
-    row.update(setup_settings(resolved))
-    row.update({f"reg.{key}": value for key, value in scalar_settings(resolved.get("reg")).items()})
+    # lists (model.hidden) as text, so that they compare and group
+    setup = {k: json.dumps(v) if isinstance(v, list) else v for k, v in setup_settings(resolved).items()}
+    row.update(setup)
+    row.update({f"reg.{key}": value for key, value in reg_settings(resolved).items()})
     row.update({key: number(value) for key, value in final.items()})
     row["best_epoch"] = best.get("epoch")
     row["val/acc_best"] = number(best.get("val/acc"))

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from dropbench.app import build, build_training
+from dropbench.build import build_training as build_run_training
+from dropbench.build import check_config, compose_config, load_data
+from dropbench.combinations import invalid_pairs
 from dropbench.data import DataSplits
-from dropbench.preflight import config_dir
-from dropbench.regularizers import INVALID
-from dropbench.settings import Knobs, check_knobs
+from dropbench.schema import Knobs
+from dropbench.train import Training
 
 MODELS = ("mlp", "cnn", "lstm")
 #: one dataset per family: 28 x 28 x 1 and 32 x 32 x 3
@@ -88,10 +88,10 @@ class Group:
 
 
 def valid_configs(model: str, dataset: str) -> list[Config]:
-    """Every regularizer that applies to ``model`` (combinations.INVALID), with DropConnect's masks."""
+    """Every regularizer that applies to ``model`` (dropbench.combinations), with DropConnect's masks."""
     configs = []
     for reg, mask in REGS:
-        if (model, reg) in INVALID:
+        if (model, reg) in invalid_pairs():
             continue
         if model == "lstm" and mask == "example":
             continue  # the LSTM's DropConnect is weight drop: one mask per batch, reg.mask unused
@@ -138,27 +138,23 @@ def common_overrides(model: str, train_size: int | None, quick: bool, device: st
     return overrides
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
-    """The config ``dropbench run OVERRIDES`` would run."""
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("config", overrides=overrides)
-
-
 @dataclass
 class Built:
-    """A configuration's model, optimizer and per-step schedule, ready for ``train_epoch``."""
+    """A configuration's checked knobs and what ``train_epoch`` trains (``dropbench.build``)."""
 
     cfg: DictConfig
     knobs: Knobs
-    model: object
-    optimizer: object
-    scheduler: object
+    training: Training
+
+    @property
+    def model(self):
+        return self.training.model
 
 
 def build_config(overrides: list[str], data: DataSplits | None = None) -> tuple[Built, DataSplits]:
     """Build one configuration; loads the data unless the group's ``data`` is given."""
     cfg = compose_config(overrides)
-    knobs = check_knobs(OmegaConf.to_container(cfg, resolve=True))
+    knobs = check_config(cfg)
     if data is None:
-        data = build("dataset", cfg.dataset, device=knobs.device)
-    return Built(cfg, knobs, *build_training(cfg, knobs, data)), data
+        data = load_data(cfg, knobs)
+    return Built(cfg, knobs, build_run_training(cfg, knobs, data)), data

@@ -16,7 +16,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -135,7 +135,7 @@ def warm_up_data(data: DataSplits, batch: int) -> DataSplits:
 
 
 def dropbench_epoch(built: Built, data: DataSplits, generator: torch.Generator) -> None:
-    train_epoch(built.model, built.optimizer, data, BATCH_SIZE, generator, built.scheduler)
+    train_epoch(replace(built.training, generator=generator), data, BATCH_SIZE)
 
 
 @dataclass
@@ -164,7 +164,7 @@ def prepare(group: Group, repeats: int, device: torch.device) -> Prepared:
         dropout = Config(group.model, group.dataset, "dropout")
         b, _ = build_config([*dropout.overrides(), *overrides], data)
         loader = example_loader(b.cfg.dataset, data, BATCH_SIZE, device)
-        baseline = (b.model, b.optimizer, b.scheduler, loader, device)
+        baseline = (b.training.model, b.training.optimizer, b.training.scheduler, loader, device)
     return Prepared(data, built, generators, bound, baseline, device)
 
 

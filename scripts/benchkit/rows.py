@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import statistics
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchkit.grid import BATCH_SIZE, DROP_P, Config
 from benchkit.measure import GroupResult
+from dropbench.atomic import write_text_atomic
 
 COLUMNS = [
     "model",
@@ -108,16 +107,8 @@ def csv_text(rows: list[dict]) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and a rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Readers never see half a file (dropbench's one atomic writer)."""
+    write_text_atomic(path, text)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,115 @@
+"""The public build API: a config from overrides, and from it data, model, regularizer,
+optimizer and schedule, exactly as ``dropbench run`` builds them.
+
+The Hydra task (:mod:`dropbench.app`), the benchmarks and the tests all build through here:
+
+    cfg = compose_config(["model=cnn", "reg=spatial", "p=0.2"])
+    knobs = check_config(cfg)
+    data = load_data(cfg, knobs)
+    training = build_training(cfg, knobs, data)
+
+yaml ``_target_`` is the registry; this is the only module (with the entry point) that reads a
+DictConfig. Everything it returns is plain typed objects.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from dropbench.combinations import check_combination, model_offers
+from dropbench.data import DataSplits
+from dropbench.errors import ConfigError, DropbenchError
+from dropbench.preflight import config_dir
+from dropbench.regularizers import apply_max_norm, hidden_weights, l2_parameter_groups
+from dropbench.schedules import per_step
+from dropbench.schema import Knobs, check_knobs
+from dropbench.train import Training, stochastic_layers
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The config ``dropbench run OVERRIDES`` would run (Hydra's compose API, no run folder)."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> Knobs:
+    """The checked knobs of ``cfg``; with ``choices`` (the group choices, as Hydra's runtime
+    choices give them) it also refuses an invalid model x reg pair."""
+    knobs = check_knobs(OmegaConf.to_container(cfg, resolve=True))
+    if choices is not None:
+        check_combination(choices["model"], choices["reg"])
+    return knobs
+
+
+def instantiate_group(group: str, node: Any, **kwargs: Any) -> Any:
+    """Instantiate one config group's ``_target_``; a bad value there becomes a one-line ConfigError."""
+    try:
+        return instantiate(node, **kwargs, _convert_="all")
+    except InstantiationException as error:
+        cause = error.__cause__ or error
+        if isinstance(cause, DropbenchError):
+            raise cause from None
+        raise ConfigError(f"{group}: {' '.join(str(cause).split())}") from None
+
+
+def load_data(cfg: DictConfig, knobs: Knobs) -> DataSplits:
+    """The dataset's splits as tensors on the run's device."""
+    return instantiate_group("dataset", cfg.dataset, device=knobs.device)
+
+
+def model_slots(cfg: DictConfig) -> dict[str, Any]:
+    """The reg's layer configs for the places this model has (a reg may serve several models:
+    DropConnect builds an MLP's linear layers and an LSTM's recurrent ones)."""
+    from hydra.utils import get_class
+
+    places = model_offers(get_class(cfg.model._target_)).places
+    given = {slot: node for slot, node in cfg.reg.layers.items() if node is not None}
+    used = {slot: node for slot, node in given.items() if slot in places}
+    if given and not used:  # the model x reg table should have stopped this run: never train unregularized
+        raise ConfigError(f"the reg acts on {', '.join(given)}, and the model has none of these places")
+    return used
+
+
+def build_model(cfg: DictConfig, knobs: Knobs, data: DataSplits) -> nn.Module:
+    """The model with its regularizer in place, seeded by the run's seed, on the run's device."""
+    torch.manual_seed(knobs.seed)  # weight init and regularizer masks
+    layers = {slot: instantiate_group("reg", node) for slot, node in model_slots(cfg).items()}
+    model = instantiate_group("model", cfg.model, in_shape=data.shape, num_classes=data.num_classes, **layers)
+    model = model.to(knobs.device)
+    if knobs.mc_samples and not stochastic_layers(model):
+        raise ConfigError(
+            f"eval.mc_samples={knobs.mc_samples} needs a regularizer that draws masks, and this run's "
+            "reg draws none; use e.g. reg=dropout, or eval.mc_samples=null"
+        )
+    return model
+
+
+def constrain_max_norm(model: nn.Module, optimizer: torch.optim.Optimizer, c: float) -> None:
+    """Project every hidden unit's incoming weights onto ||w|| <= c after every step (the Dropout paper)."""
+    try:
+        groups = hidden_weights(model)
+    except ValueError as error:
+        raise ConfigError(f"max_norm={c}: {error}; use max_norm=null") from None
+    optimizer.register_step_post_hook(lambda *_: apply_max_norm(groups, c))
+
+
+def build_training(cfg: DictConfig, knobs: Knobs, data: DataSplits) -> Training:
+    """Model (with its regularizer), optimizer over L2 parameter groups, per-step schedule, generator."""
+    model = build_model(cfg, knobs, data)
+    optimizer = instantiate_group("optimizer", cfg.optimizer)(
+        l2_parameter_groups(model, knobs.wd), lr=knobs.lr
+    )
+    if knobs.max_norm is not None:
+        constrain_max_norm(model, optimizer, knobs.max_norm)
+    total_steps = knobs.epochs * math.ceil(len(data.train_y) / knobs.batch_size)
+    scheduler = per_step(optimizer, instantiate_group("schedule", cfg.schedule), total_steps)
+    generator = torch.Generator(device=knobs.device).manual_seed(knobs.seed)  # shuffling, augmentation
+    return Training(model, optimizer, scheduler, generator)

@@ -1,0 +1,78 @@
+"""A run folder and every file in it: the one place that names them.
+
+A run folder holds, as the run goes on:
+
+- ``.hydra/``, ``dropbench.log``: written by Hydra before the task starts;
+- ``.lock``: held (``flock``) by the process training the run;
+- ``resolved_config.yaml``: the whole config, interpolations resolved;
+- ``checkpoint.pt``: after each epoch but the last, enough to resume;
+- ``events.out.tfevents.*``: TensorBoard's curves, HParams and images;
+- ``metrics.json``: the record, whatever the status (finished, diverged, interrupted);
+- ``weights.pt``: the best-validation weights of a finished run.
+
+The training side writes them (:mod:`dropbench.app`, :mod:`dropbench.resume`,
+:mod:`dropbench.record`); the report only reads them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of the run folder ``path``."""
+
+    path: Path
+
+    METRICS = "metrics.json"
+    CHECKPOINT = "checkpoint.pt"
+    WEIGHTS = "weights.pt"
+    RESOLVED_CONFIG = "resolved_config.yaml"
+    LOCK = ".lock"
+    HYDRA = ".hydra"
+    LOG = "dropbench.log"
+    EVENTS = "events.out.tfevents.*"
+    #: What exists before the task starts: a folder holding only these holds nothing of a run.
+    BEFORE_TASK = frozenset({HYDRA, LOG, LOCK})
+    #: Signs that a run started, when it has no record yet.
+    STARTED = (HYDRA, CHECKPOINT)
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / self.CHECKPOINT
+
+    @property
+    def weights(self) -> Path:
+        return self.path / self.WEIGHTS
+
+    @property
+    def resolved_config(self) -> Path:
+        return self.path / self.RESOLVED_CONFIG
+
+    @property
+    def lock(self) -> Path:
+        return self.path / self.LOCK
+
+    @classmethod
+    def holds_run(cls, names: set[str]) -> bool:
+        """Whether a folder with these entries is a run folder (finished or only started)."""
+        return cls.METRICS in names or any(marker in names for marker in cls.STARTED)
+
+    def clear_results(self) -> None:
+        """What ``force=true`` removes before re-running: every result and checkpoint of the run."""
+        for path in (self.metrics, self.checkpoint, self.weights, self.resolved_config):
+            path.unlink(missing_ok=True)
+        for events in self.path.glob(self.EVENTS):
+            events.unlink()
+
+    def remove_if_untouched(self) -> None:
+        """Remove the folder if it holds only what Hydra wrote before the task (nothing of a run)."""
+        if self.path.is_dir() and {p.name for p in self.path.iterdir()} <= self.BEFORE_TASK:
+            shutil.rmtree(self.path, ignore_errors=True)

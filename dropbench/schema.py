@@ -1,0 +1,218 @@
+"""The run schema: every setting of ``configs/config.yaml`` declared once, with its role.
+
+A setting's role says what it is to a run:
+
+- ``identity``: defines the result and is spelled out in the run folder's path
+  (``dataset/model/reg/p/seed``);
+- ``result``: defines the result; an override of it adds a folder level (``lr=0.01,...``);
+- ``runtime``: where and how fast a run computes (device, threads, paths): it may differ
+  between an attempt and its resumption, and never names a folder;
+- ``control``: how dropbench treats the run (``force``, the sweep's ``name``), not what it computes;
+- ``wiring``: how a config group is plugged into the code (``reg.layers``, ``reg.folder``): code,
+  not a setting; never compared, grouped or labelled.
+
+Settings inside the config groups (``model.hidden``, ``dataset.train_size``, ``reg.mask``,
+``optimizer.momentum``...) define the result unless declared here otherwise.
+
+Everything that needs one of these lists derives it from here: the knob checks
+(:func:`check_knobs`), the resume identity (:func:`result_defining`), the folder name's
+excluded keys (``configs/config.yaml`` must agree: a test checks), the record's settings
+(:func:`run_settings`), the report's grouping and labels, and the HParams summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import torch
+
+from dropbench import checks
+
+
+class Role(str, Enum):
+    IDENTITY = "identity"
+    RESULT = "result"
+    RUNTIME = "runtime"
+    CONTROL = "control"
+    WIRING = "wiring"
+
+
+#: Roles of settings that decide a run's numbers.
+DEFINING = (Role.IDENTITY, Role.RESULT)
+
+
+def knob(role: Role, check: checks.Check, key: str | None = None, penalty: bool = False, labels: bool = True):
+    """A top-level knob: its role, its check, its dotted key (default: the field name).
+
+    ``penalty``: a regularizer's strength of its own (wd, max_norm): a table names it whenever it
+    is on. ``labels``: whether a table row must name it when it varies (MC samples change only
+    the ``test_mc`` metrics, so they do not split rows).
+    """
+    return field(metadata={"role": role, "check": check, "key": key, "penalty": penalty, "labels": labels})
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The top-level options of ``configs/config.yaml``, validated and typed. Field order is the
+    order in which records list them and labels name them."""
+
+    p: float = knob(Role.IDENTITY, checks.probability)
+    seed: int = knob(Role.IDENTITY, checks.whole(0, 2**64 - 1))  # torch.manual_seed's range
+    wd: float = knob(Role.RESULT, checks.non_negative, penalty=True)
+    max_norm: float | None = knob(Role.RESULT, checks.optional(checks.positive), penalty=True)
+    lr: float = knob(Role.RESULT, checks.positive)
+    epochs: int = knob(Role.RESULT, checks.whole(1))
+    batch_size: int = knob(Role.RESULT, checks.whole(1))
+    mc_samples: int | None = knob(
+        Role.RESULT, checks.optional(checks.whole(1)), key="eval.mc_samples", labels=False
+    )
+    eval_batch_size: int = knob(Role.RUNTIME, checks.whole(1))
+    device: torch.device = knob(Role.RUNTIME, checks.device)
+    threads: int | None = knob(Role.RUNTIME, checks.optional(checks.whole(1)))
+    force: bool = knob(Role.CONTROL, checks.boolean)
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str  # dotted path in the resolved config
+    role: Role
+    penalty: bool = False
+    labels: bool = True
+
+
+#: (setting, Knobs field name) of every knob.
+KNOB_FIELDS = tuple(
+    (
+        Setting(f.metadata["key"] or f.name, f.metadata["role"], f.metadata["penalty"], f.metadata["labels"]),
+        f.name,
+    )
+    for f in dataclasses.fields(Knobs)
+)
+
+
+#: Config groups (one folder of ``configs/`` each), in the order records list their choices.
+GROUPS = (
+    Setting("model", Role.IDENTITY),
+    Setting("dataset", Role.IDENTITY),
+    Setting("reg", Role.IDENTITY),
+    Setting("optimizer", Role.RESULT),
+    Setting("schedule", Role.RESULT),
+    Setting("experiment", Role.CONTROL),  # sets other settings; itself names no result
+)
+KNOBS = tuple(setting for setting, _ in KNOB_FIELDS)
+#: Settings that are neither a group nor a knob of :class:`Knobs`.
+OTHERS = (
+    Setting("results_dir", Role.RUNTIME),
+    Setting("name", Role.CONTROL),
+    Setting("dataset.root", Role.RUNTIME),
+    Setting("dataset.cache_dir", Role.RUNTIME),
+    Setting("dataset.download", Role.RUNTIME),
+    Setting("dataset.verify", Role.RUNTIME),
+    Setting("dataset.system_dirs", Role.RUNTIME),
+    Setting("reg.layers", Role.WIRING),
+    Setting("reg.folder", Role.WIRING),
+    Setting("reg.uses_p", Role.WIRING),
+    Setting("reg.requires", Role.WIRING),
+    Setting("reg.wd", Role.WIRING),  # the default of the top-level wd, which is the setting
+)
+SETTINGS = (*GROUPS, *KNOBS, *OTHERS)
+
+
+def keys(*roles: Role, among: tuple[Setting, ...] = SETTINGS) -> tuple[str, ...]:
+    return tuple(s.key for s in among if s.role in roles)
+
+
+#: Settings that do not decide a run's numbers (dotted paths into the resolved config).
+NOT_RESULT_DEFINING = keys(Role.RUNTIME, Role.CONTROL, Role.WIRING)
+#: Keys the folder name's ``override_dirname`` leaves out: in the path already, or not defining.
+FOLDER_EXCLUDED = keys(Role.IDENTITY, Role.RUNTIME, Role.CONTROL)
+#: The groups whose own settings (``model.hidden``, ...) are a run's setup, for the report.
+SETUP_GROUPS = tuple(s.key for s in GROUPS if s.role in DEFINING and s.key != "reg")
+#: Identity and result knobs and group choices: what a record's ``config`` lists.
+RECORDED = keys(*DEFINING, among=(*GROUPS, *KNOBS))
+#: Of these, the setup a table row names when it varies (not identity, not a penalty).
+LABELLED_SETUP = tuple(
+    s.key for s in (*GROUPS, *KNOBS) if s.role == Role.RESULT and s.labels and not s.penalty
+)
+PENALTIES = tuple(s.key for s in KNOBS if s.penalty)
+
+
+def lookup(tree: dict[str, Any], key: str) -> Any:
+    """The value at a dotted ``key`` of nested dicts, or None where a level is missing."""
+    for part in key.split("."):
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(part)
+    return tree
+
+
+def check_knobs(values: dict[str, Any]) -> Knobs:
+    """Validate the top-level options; the first bad one raises a one-line ConfigError."""
+    checks_by_field = {f.name: f.metadata["check"] for f in dataclasses.fields(Knobs)}
+    return Knobs(**{name: checks_by_field[name](s.key, lookup(values, s.key)) for s, name in KNOB_FIELDS})
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as ``{"a.b.c": leaf}``."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def is_under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == s or key.startswith(f"{s}.") for s in prefixes)
+
+
+def result_defining(resolved: dict[str, Any], uses_p: bool) -> dict[str, Any]:
+    """The flattened settings that decide a run's numbers (p only when the reg uses it)."""
+    skipped = NOT_RESULT_DEFINING if uses_p else (*NOT_RESULT_DEFINING, "p")
+    return {key: value for key, value in flatten(resolved).items() if not is_under(key, skipped)}
+
+
+def run_settings(knobs: Knobs, choices: dict[str, str], uses_p: bool) -> dict[str, Any]:
+    """The settings a record lists and a report groups and labels runs by (:data:`RECORDED`);
+    p is None for a reg that ignores it."""
+    values = {s.key: choices.get(s.key) for s in GROUPS}
+    values.update({s.key: getattr(knobs, name) for s, name in KNOB_FIELDS})
+    settings = {key: values[key] for key in RECORDED}
+    if not uses_p:
+        settings["p"] = None
+    return settings
+
+
+def setup_settings(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The setup groups' own settings as ``group.key`` (lists kept), runtime ones left out."""
+    found = {}
+    for group in SETUP_GROUPS:
+        section = resolved.get(group)
+        if not isinstance(section, dict):
+            continue
+        for key, value in section.items():
+            dotted = f"{group}.{key}"
+            if (
+                not key.startswith("_")
+                and not isinstance(value, dict)
+                and not is_under(dotted, NOT_RESULT_DEFINING)
+            ):
+                found[dotted] = value
+    return found
+
+
+def reg_settings(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The regularizer's own scalar settings (``mask``, ``input_p``...), wiring left out."""
+    section = resolved.get("reg")
+    if not isinstance(section, dict):
+        return {}
+    return {
+        key: value
+        for key, value in section.items()
+        if not key.startswith("_")
+        and not isinstance(value, (dict, list))
+        and not is_under(f"reg.{key}", NOT_RESULT_DEFINING)
+    }
