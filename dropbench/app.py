@@ -30,10 +30,13 @@ from dropbench.resume import DONE_STATUSES, RunLock, check_same_config, load_che
 from dropbench.rundir import RunDir
 from dropbench.schema import reg_settings, result_defining, run_settings, setup_settings
 from dropbench.settings import default_threads
+from dropbench.tasks import TASKS, Classification, Reconstruction
 from dropbench.train import FitOptions, FitResult, FitState, Metrics, Training, fit
-from dropbench.weightmap import first_layer_weight, weight_grid
+from dropbench.weightmap import first_layer_weight, reconstruction_grid, weight_grid
 
 log = logging.getLogger("dropbench")
+#: Test images shown beside their reconstructions in TensorBoard (the first ones: the same in every run)
+RECONSTRUCTED_IMAGES = 16
 
 
 class RunLifecycle:
@@ -71,6 +74,7 @@ class RunLifecycle:
         """Build, resume if a checkpoint exists, train with per-epoch checkpoints and logging."""
         knobs, checkpoint = self.knobs, self.run_dir.checkpoint
         training = build_training(self.cfg, knobs, data)
+        self.task = training.task
         OmegaConf.save(self.cfg, self.run_dir.resolved_config, resolve=True)
         self.state = FitState()
         if checkpoint.is_file():
@@ -102,7 +106,7 @@ class RunLifecycle:
                 on_checkpoint=lambda state: save_checkpoint(checkpoint, self.defining, state, training),
             )
             if result.diverged is None:
-                self.log_summaries(scalars, training, result, data.shape)
+                self.log_summaries(scalars, training, result, data)
         finally:
             scalars.close()
         return result
@@ -112,8 +116,12 @@ class RunLifecycle:
         reg = {f"reg.{key}": value for key, value in reg_settings(self.resolved).items()}
         return {**self.settings, **setup_settings(self.resolved), **reg}
 
-    def log_summaries(self, scalars: ScalarLog, training: Training, result: FitResult, shape) -> None:
-        """Final metrics, the HParams summary and the first layer's weight map, for TensorBoard."""
+    def log_summaries(
+        self, scalars: ScalarLog, training: Training, result: FitResult, data: DataSplits
+    ) -> None:
+        """Final metrics, the HParams summary, the first layer's weight map and (for a
+        reconstruction) test images beside their reconstructions, for TensorBoard."""
+        shape = data.shape
         scalars.log(result.final, self.knobs.epochs)
         best = result.history[result.best_epoch - 1]
         metrics = {k: v for k, v in {**best, **result.final}.items() if k.startswith(("val/", "test"))}
@@ -121,6 +129,13 @@ class RunLifecycle:
         weight = first_layer_weight(training.model.state_dict(), shape)
         if weight is not None:
             scalars.log_image("weights/first_layer", weight_grid(weight, shape), self.knobs.epochs)
+        if isinstance(training.task, Reconstruction):  # the model holds the best-validation weights
+            pair = training.task.reconstruct(training.model, data.test_x[:RECONSTRUCTED_IMAGES])
+            scalars.log_image("reconstructions/test", reconstruction_grid(*pair), self.knobs.epochs)
+            originals, reconstructions = (images.cpu() for images in pair)
+            torch_save_atomic(
+                {"originals": originals, "reconstructions": reconstructions}, self.run_dir.reconstructions
+            )
 
     def execute(self) -> float:
         """Skip, resume or train; write the record. Returns the best validation accuracy."""
@@ -131,7 +146,8 @@ class RunLifecycle:
                 f"dropbench: skip {self.run_dir.path}: {earlier['status']} already{note}; "
                 "force=true re-runs it"
             )
-            return earlier.get("best", {}).get("val/acc", math.nan)
+            task = TASKS.get(earlier.get("task", Classification.name), Classification)()
+            return task.objective(earlier.get("best") or {})
         if self.force:
             self.run_dir.clear_results()
         if self.threads:
@@ -151,7 +167,7 @@ class RunLifecycle:
         except KeyboardInterrupt:
             self.write_interrupted()
             raise
-        summary = {"data": data_summary(data)}
+        summary = {"task": self.task.name, "data": data_summary(data)}
         if result.diverged is not None:
             record = self.record("diverged", result.history, diverged=result.diverged, final={}, **summary)
             write_json_atomic(self.run_dir.metrics, record)
@@ -164,19 +180,22 @@ class RunLifecycle:
             )
             return math.nan
         torch_save_atomic(result.best_state, self.run_dir.weights)
-        details = finished_details(result, time.perf_counter() - started)
+        task = self.task
+        details = finished_details(result, time.perf_counter() - started, task.headline)
         write_json_atomic(self.run_dir.metrics, self.record("finished", result.history, **summary, **details))
         self.run_dir.checkpoint.unlink(missing_ok=True)  # the result supersedes it
         final = details["final"]
         log.info(
-            "%s: test/acc %.4f (best epoch %d), test_last/acc %.4f, %.0f samples/s",
+            "%s: test/%s %.4f (best epoch %d), test_last/%s %.4f, %.0f samples/s",
             self.run_dir.path,
-            final["test/acc"],
+            task.headline,
+            final[f"test/{task.headline}"],
             result.best_epoch,
-            final["test_last/acc"],
+            task.headline,
+            final[f"test_last/{task.headline}"],
             details["train_samples_per_s"],
         )
-        return details["best"]["val/acc"]
+        return task.objective(details["best"])
 
     def write_interrupted(self) -> None:
         """On Ctrl-C: record how far the run came; its last checkpoint stays for resuming."""

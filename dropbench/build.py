@@ -31,7 +31,8 @@ from dropbench.preflight import config_dir
 from dropbench.regularizers import apply_max_norm, hidden_weights, l2_parameter_groups
 from dropbench.schedules import per_step
 from dropbench.schema import Knobs, check_knobs
-from dropbench.train import Training, stochastic_layers
+from dropbench.tasks import stochastic_layers, task_of
+from dropbench.train import Training
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
@@ -84,6 +85,11 @@ def build_model(cfg: DictConfig, knobs: Knobs, data: DataSplits) -> nn.Module:
     layers = {slot: instantiate_group("reg", node) for slot, node in model_slots(cfg).items()}
     model = instantiate_group("model", cfg.model, in_shape=data.shape, num_classes=data.num_classes, **layers)
     model = model.to(knobs.device)
+    if knobs.mc_samples and not task_of(model).supports_mc:
+        raise ConfigError(
+            f"eval.mc_samples={knobs.mc_samples}: MC averaging is for classifiers, and this model's task "
+            f"is {task_of(model).name}; use eval.mc_samples=null"
+        )
     if knobs.mc_samples and not stochastic_layers(model):
         raise ConfigError(
             f"eval.mc_samples={knobs.mc_samples} needs a regularizer that draws masks, and this run's "
@@ -112,4 +118,4 @@ def build_training(cfg: DictConfig, knobs: Knobs, data: DataSplits) -> Training:
     total_steps = knobs.epochs * math.ceil(len(data.train_y) / knobs.batch_size)
     scheduler = per_step(optimizer, instantiate_group("schedule", cfg.schedule), total_steps)
     generator = torch.Generator(device=knobs.device).manual_seed(knobs.seed)  # shuffling, augmentation
-    return Training(model, optimizer, scheduler, generator)
+    return Training(model, optimizer, scheduler, generator, task_of(model).bind(data))

@@ -116,11 +116,13 @@ def data_summary(data: DataSplits) -> dict[str, Any]:
     }
 
 
-def finished_details(result: FitResult, wall_time_s: float) -> dict[str, Any]:
-    """What a finished run adds to its record: best epoch, final metrics, speed."""
+def finished_details(result: FitResult, wall_time_s: float, headline: str) -> dict[str, Any]:
+    """What a finished run adds to its record: best epoch (with its validation loss and the
+    task's ``headline`` metric), final metrics, speed."""
     best = result.history[result.best_epoch - 1]
+    chosen = f"val/{headline}"
     return {
-        "best": {"epoch": result.best_epoch, "val/loss": best["val/loss"], "val/acc": best["val/acc"]},
+        "best": {"epoch": result.best_epoch, "val/loss": best["val/loss"], chosen: best[chosen]},
         "final": {
             **{k: v for k, v in result.history[-1].items() if k.startswith("train/")},
             **{k: v for k, v in best.items() if k.startswith("val/")},

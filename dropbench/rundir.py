@@ -8,7 +8,9 @@ A run folder holds, as the run goes on:
 - ``checkpoint.pt``: after each epoch but the last, enough to resume;
 - ``events.out.tfevents.*``: TensorBoard's curves, HParams and images;
 - ``metrics.json``: the record, whatever the status (finished, diverged, interrupted);
-- ``weights.pt``: the best-validation weights of a finished run.
+- ``weights.pt``: the best-validation weights of a finished run;
+- ``reconstructions.pt``: a reconstruction task's first test images and their reconstructions
+  by those weights (what the report draws).
 
 The training side writes them (:mod:`dropbench.app`, :mod:`dropbench.resume`,
 :mod:`dropbench.record`); the report only reads them.
@@ -30,6 +32,7 @@ class RunDir:
     METRICS = "metrics.json"
     CHECKPOINT = "checkpoint.pt"
     WEIGHTS = "weights.pt"
+    RECONSTRUCTIONS = "reconstructions.pt"
     RESOLVED_CONFIG = "resolved_config.yaml"
     LOCK = ".lock"
     HYDRA = ".hydra"
@@ -53,6 +56,10 @@ class RunDir:
         return self.path / self.WEIGHTS
 
     @property
+    def reconstructions(self) -> Path:
+        return self.path / self.RECONSTRUCTIONS
+
+    @property
     def resolved_config(self) -> Path:
         return self.path / self.RESOLVED_CONFIG
 
@@ -67,7 +74,7 @@ class RunDir:
 
     def clear_results(self) -> None:
         """What ``force=true`` removes before re-running: every result and checkpoint of the run."""
-        for path in (self.metrics, self.checkpoint, self.weights, self.resolved_config):
+        for path in (self.metrics, self.checkpoint, self.weights, self.reconstructions, self.resolved_config):
             path.unlink(missing_ok=True)
         for events in self.path.glob(self.EVENTS):
             events.unlink()

@@ -9,16 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from dropbench.data import DataSplits, iterate_batches
-from dropbench.metrics import prediction_metrics
-
-#: One epoch's metrics, named ``split/metric`` (``train/loss``, ``val/acc``, ...).
-Metrics = dict[str, float]
-
+from dropbench.tasks import Classification, Metrics, Task
 
 #: Steps between checks for a non-finite loss: a diverged run stops within this many steps,
 #: and the loop synchronises with the device only this often.
@@ -34,6 +29,7 @@ class Training:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     generator: torch.Generator
+    task: Task = field(default_factory=Classification)  # bound to the data (dropbench.tasks)
 
 
 @dataclass(frozen=True)
@@ -53,7 +49,7 @@ class FitState:
 
     epoch: int = 0  # epochs completed
     history: list[Metrics] = field(default_factory=list)  # one row per completed epoch
-    best_key: tuple[float, float] | None = None  # (val/acc, -val/loss) of the best epoch so far
+    best_key: tuple[float, ...] | None = None  # the task's selection key of the best epoch so far
     best_epoch: int = 0
     best_state: dict = field(repr=False, default_factory=dict)  # that epoch's weights
     train_seconds: float = 0.0  # time spent in training steps (evaluation excluded)
@@ -71,7 +67,8 @@ class FitResult:
 
 
 def train_epoch(training: Training, data: DataSplits, batch_size: int, progress: bool = False) -> Metrics:
-    """One pass over the shuffled training split. Returns running ``train/loss`` and ``train/acc``.
+    """One pass over the shuffled training split. Returns running ``train/loss`` and the task's running metric
+    (``train/acc``, ``train/mse``).
 
     The schedule, if any, is stepped after every optimizer step.
 
@@ -79,61 +76,26 @@ def train_epoch(training: Training, data: DataSplits, batch_size: int, progress:
     averaged over examples. Sums stay on the device so the loop waits on a ``.item()`` only
     every ``DIVERGENCE_CHECK_STEPS``: a NaN/inf loss ends the epoch early with ``train/loss`` NaN.
     """
-    model, optimizer, scheduler = training.model, training.optimizer, training.scheduler
+    model, optimizer, scheduler, task = training.model, training.optimizer, training.scheduler, training.task
     model.train()
     loss_sum = torch.zeros((), device=data.train_x.device)
-    correct = torch.zeros((), device=data.train_x.device, dtype=torch.long)
+    hits = torch.zeros((), device=data.train_x.device, dtype=torch.float64)
     batches = iterate_batches(data.train_x, data.train_y, batch_size, training.generator, data.augment)
     total = -(-len(data.train_y) // batch_size)
     batches = tqdm(batches, total=total, desc="train", leave=False, disable=not progress)
     for step, (inputs, targets) in enumerate(batches, 1):
-        logits = model(inputs)
-        loss = F.cross_entropy(logits, targets)
+        output = model(inputs)
+        loss = task.loss(output, inputs, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
         loss_sum += loss.detach() * len(targets)
-        correct += (logits.argmax(dim=1) == targets).sum()
+        hits += task.hits(output, inputs, targets)
         if step % DIVERGENCE_CHECK_STEPS == 0 and not torch.isfinite(loss_sum):
-            return {"train/loss": math.nan, "train/acc": math.nan}
-    n = len(data.train_y)
-    return {"train/loss": loss_sum.item() / n, "train/acc": correct.item() / n}
-
-
-def stochastic_layers(model: nn.Module) -> list[nn.Module]:
-    """The regularizer layers that draw random masks (they mark themselves ``stochastic = True``)."""
-    return [m for m in model.modules() if getattr(m, "stochastic", False)]
-
-
-@torch.inference_mode()
-def predict_log_probs(model: nn.Module, x: torch.Tensor, batch_size: int, samples: int = 1) -> torch.Tensor:
-    """(N, classes) log-probabilities of ``model`` in eval mode.
-
-    ``samples`` > 1 is MC dropout (Gal & Ghahramani 2016): the stochastic regularizer layers
-    stay in training mode and the softmax outputs of ``samples`` passes are averaged (in log
-    space, with logaddexp, so that tiny probabilities keep their precision).
-    """
-    model.eval()
-    for layer in stochastic_layers(model) if samples > 1 else []:
-        layer.train()
-    outputs = []
-    for start in range(0, len(x), batch_size):
-        inputs = x[start : start + batch_size]
-        summed = model(inputs).log_softmax(dim=1)
-        for _ in range(samples - 1):
-            summed = torch.logaddexp(summed, model(inputs).log_softmax(dim=1))
-        outputs.append(summed - math.log(samples))
-    model.eval()
-    return torch.cat(outputs)
-
-
-def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, split: str, samples: int = 1
-) -> Metrics:
-    """``{split}/loss``, ``/acc``, ``/nll`` and ``/ece`` of ``model`` on (x, y); see :mod:`.metrics`."""
-    return prediction_metrics(predict_log_probs(model, x, batch_size, samples), y, split)
+            return {name: math.nan for name in task.running(0.0, 0.0, 1)}
+    return task.running(loss_sum.item(), hits.item(), len(data.train_y))
 
 
 def fit(
@@ -146,9 +108,10 @@ def fit(
 ) -> FitResult:
     """Train for ``epochs``, validating after each; test the best-validation and the last weights.
 
-    Model selection uses validation accuracy (ties go to the lower validation loss), never
-    the test split. ``on_epoch`` receives each epoch's row as soon as it exists (for logging).
-    ``mc_samples`` adds ``test_mc/*``: MC dropout over that many passes, best-validation weights.
+    Model selection uses the task's key on validation metrics (a classifier's accuracy, ties
+    to the lower loss; a reconstruction's loss), never the test split. ``on_epoch`` receives
+    each epoch's row as soon as it exists (for logging). ``options.mc_samples`` adds
+    ``test_mc/*``: MC dropout over that many passes, best-validation weights.
 
     ``state`` resumes a fit from a checkpoint (the caller restores model, optimizer, scheduler
     and RNG states); it is updated in place after every epoch, so after an interrupt it says
@@ -156,7 +119,8 @@ def fit(
     A NaN/inf training or validation loss stops the fit: the result has ``diverged`` set and
     no test metrics.
     """
-    model, epochs, eval_batch_size = training.model, options.epochs, options.eval_batch_size
+    model, task = training.model, training.task
+    epochs, eval_batch_size = options.epochs, options.eval_batch_size
     state = state if state is not None else FitState()
     epoch_bar = tqdm(range(state.epoch + 1, epochs + 1), desc="epochs", disable=not options.progress)
     for epoch in epoch_bar:
@@ -168,26 +132,26 @@ def fit(
         row["epoch_time_s"] = time.perf_counter() - start
         state.train_seconds += row["epoch_time_s"]
         if math.isfinite(row["train/loss"]):
-            row.update(evaluate(model, data.val_x, data.val_y, eval_batch_size, "val"))
+            row.update(task.evaluate(model, data.val_x, data.val_y, eval_batch_size, "val"))
         state.history.append(row)
         bad = [name for name in ("train/loss", "val/loss") if not math.isfinite(row.get(name, math.nan))]
         if bad:
             diverged = {"epoch": epoch, "metric": bad[0]}
             return FitResult(state.history, state.best_epoch, {}, state.train_seconds, 0, {}, diverged)
         on_epoch(row)
-        key = (row["val/acc"], -row["val/loss"])
+        key = task.selection_key(row)
         if state.best_key is None or key > state.best_key:
             state.best_key, state.best_epoch = key, epoch
             state.best_state = copy.deepcopy(model.state_dict())
         state.epoch = epoch
         if on_checkpoint is not None and epoch < epochs:
             on_checkpoint(state)
-    final = evaluate(model, data.test_x, data.test_y, eval_batch_size, "test_last")
+    final = task.evaluate(model, data.test_x, data.test_y, eval_batch_size, "test_last")
     model.load_state_dict(state.best_state)
-    final.update(evaluate(model, data.test_x, data.test_y, eval_batch_size, "test"))
+    final.update(task.evaluate(model, data.test_x, data.test_y, eval_batch_size, "test"))
     if options.mc_samples:
         final.update(
-            evaluate(model, data.test_x, data.test_y, eval_batch_size, "test_mc", options.mc_samples)
+            task.evaluate(model, data.test_x, data.test_y, eval_batch_size, "test_mc", options.mc_samples)
         )
     samples = epochs * len(data.train_y)
     return FitResult(state.history, state.best_epoch, final, state.train_seconds, samples, state.best_state)

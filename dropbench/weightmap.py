@@ -18,14 +18,15 @@ import torch
 def first_layer_weight(
     state_dict: Mapping[str, torch.Tensor], in_shape: tuple[int, ...]
 ) -> torch.Tensor | None:
-    """The first 2-D tensor of ``state_dict`` that reads the flattened input, shape (units, C*H*W).
+    """The model's first weight matrix if it reads the flattened input, shape (units, C*H*W).
 
-    None when no tensor reads all ``prod(in_shape)`` input values (a CNN's convolutions, an LSTM).
+    The first tensor of two or more dimensions in ``state_dict`` is the first layer's weight. None
+    when it is not a matrix over all ``prod(in_shape)`` input values (a CNN's convolution, an
+    LSTM's input weights), even if a later layer happens to have that many inputs.
     """
-    inputs = math.prod(in_shape)
     for tensor in state_dict.values():
-        if isinstance(tensor, torch.Tensor) and tensor.dim() == 2 and tensor.shape[1] == inputs:
-            return tensor
+        if isinstance(tensor, torch.Tensor) and tensor.dim() >= 2:
+            return tensor if tensor.dim() == 2 and tensor.shape[1] == math.prod(in_shape) else None
     return None
 
 
@@ -63,3 +64,15 @@ def roughness(weight: torch.Tensor, in_shape: tuple[int, int, int]) -> torch.Ten
     down = tiles.diff(dim=2).square().mean(dim=(1, 2, 3))
     spread = tiles.flatten(1).var(dim=1).clamp_min(torch.finfo(torch.float32).tiny)
     return (across + down) / 2 / (2 * spread)
+
+
+def reconstruction_grid(originals: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+    """A (3, H, W) image in [0, 1]: the originals in the top row, their reconstructions below.
+
+    Both are (N, C, H, W) in pixel units [0, 1] and are shown as they are (no rescaling), so a
+    blurry or faint reconstruction looks blurry or faint.
+    """
+    from torchvision.utils import make_grid
+
+    pairs = torch.cat([originals, reconstructions]).detach().float().cpu().clamp(0.0, 1.0)
+    return make_grid(pairs, nrow=len(originals), padding=1, pad_value=1.0)

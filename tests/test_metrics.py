@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from dropbench.metrics import expected_calibration_error, prediction_metrics
 from dropbench.models import MLP
 from dropbench.regularizers import Dropout
-from dropbench.train import predict_log_probs, stochastic_layers
+from dropbench.tasks import predict_log_probs, stochastic_layers
 
 
 def test_ece_by_hand():

@@ -10,7 +10,8 @@ from fakedata import fake_splits
 from dropbench.models import MLP
 from dropbench.regularizers import Dropout
 from dropbench.schedules import constant, cosine, linear, per_step
-from dropbench.train import FitOptions, Training, evaluate, fit
+from dropbench.tasks import Classification
+from dropbench.train import FitOptions, Training, fit
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def test_test_metrics_come_from_the_best_validation_weights(data):
     best = max(rows, key=lambda r: (r["val/acc"], -r["val/loss"]))
     assert result.best_epoch == best["epoch"]
     model.load_state_dict(result.best_state)
-    again = evaluate(model, data.test_x, data.test_y, 256, "test")
+    again = Classification().evaluate(model, data.test_x, data.test_y, 256, "test")
     assert again == pytest.approx({k: v for k, v in result.final.items() if k.startswith("test/")})
     assert {"test_last/acc", "test_last/loss"} <= set(result.final)
 

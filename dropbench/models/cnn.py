@@ -64,6 +64,11 @@ class CNN(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     @property
+    def output_layer(self) -> nn.Module:
+        """The layer whose units are outputs, not hidden units (max-norm leaves it alone)."""
+        return self.classifier
+
+    @property
     def classifier(self) -> nn.Module:
         return self.head[-1]
 

@@ -62,6 +62,11 @@ class LSTM(nn.Module):
         self.drops = nn.ModuleList(make_drop(drop) for _ in range(layers))
         self.classifier = nn.Linear(hidden, num_classes)
 
+    @property
+    def output_layer(self) -> nn.Module:
+        """The layer whose units are outputs, not hidden units (max-norm leaves it alone)."""
+        return self.classifier
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sequence = self.input_drop(image_rows(x))
         # (N, T, F) seen as (N, F, T): F channels over T positions, so a channel-wise

@@ -35,6 +35,11 @@ class MLP(nn.Module):
         self.net = classifier_head(math.prod(in_shape), hidden, num_classes, drop, linear)
 
     @property
+    def output_layer(self) -> nn.Module:
+        """The layer whose units are outputs, not hidden units (max-norm leaves it alone)."""
+        return self.classifier
+
+    @property
     def classifier(self) -> nn.Module:
         return self.net[-1]
 

@@ -22,15 +22,15 @@ EPS = 1e-7
 def hidden_weights(model: nn.Module) -> list[tuple[torch.Tensor, ...]]:
     """The incoming weights of every hidden unit, as groups whose rows are constrained together.
 
-    Every Linear and Conv2d except the model's ``classifier`` (the output layer: its units are
+    Every Linear and Conv2d except the model's ``output_layer`` (its units are
     not hidden) gives a group of one tensor; every layer of every ``nn.LSTM`` (its subclasses
     included) gives the pair (weight_ih, weight_hh). Raises ValueError for a model with hidden
     units of another kind, rather than leaving them unconstrained.
     """
-    classifier = getattr(model, "classifier", None)
+    output_layer = getattr(model, "output_layer", None)
     groups: list[tuple[torch.Tensor, ...]] = []
     for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d)) and module is not classifier:
+        if isinstance(module, (nn.Linear, nn.Conv2d)) and module is not output_layer:
             groups.append((module.weight,))
         elif isinstance(module, nn.LSTM):
             groups += [

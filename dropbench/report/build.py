@@ -3,7 +3,7 @@ write them to the output folder and return the whole report as Markdown."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +13,7 @@ from dropbench.report import plots, tables
 from dropbench.report.labels import add_labels
 from dropbench.report.render import markdown, save_figure, write_table, write_text
 from dropbench.report.runs import Run, in_shape, runs_frame, scan
+from dropbench.tasks import Reconstruction
 
 RUNS_FILE = "runs.csv"
 REPORT_FILE = "report.md"
@@ -40,12 +41,13 @@ def runs_count(n: int) -> str:
 
 
 def group_tables(frame: pd.DataFrame, options: Options) -> list[tables.Table]:
-    """Main, best-p, gap and (when any run has test_mc/*) MC dropout tables of one group."""
+    """Main, best-p, gap (classifiers) and (when any run has test_mc/*) MC dropout tables of one group."""
     made = [
         tables.main_table(frame, options.metric, options.split),
         tables.best_p_table(frame, options.metric, options.split),
-        tables.gap_table(frame, options.split),
     ]
+    if "gap" in frame and frame["gap"].notna().any():
+        made.append(tables.gap_table(frame, options.split))
     mc = tables.mc_table(frame)
     return made + ([mc] if mc is not None else [])
 
@@ -57,7 +59,7 @@ def group_figures(
     main, best = made[0], made[1].numbers
     palette = plots.colors(list(pd.unique(frame["label"])))
     name = tables.metric_name(options.metric, options.split)
-    heading = f"{options.split} {options.metric} (%)"
+    heading = f"{options.split} {options.metric} ({tables.UNITS[options.metric]})"
     histories = {folder: run.record.get("history") or [] for folder, run in runs.items()}
     shape = in_shape(runs[frame["run"].iloc[0]])
     figures = {
@@ -66,8 +68,20 @@ def group_figures(
         ),
         "curves": plots.curves(frame, best, histories, title, palette),
         "weights": plots.weight_maps(frame, best, shape, title),
+        "reconstructions": plots.reconstructions(frame, best, title),
     }
     return [(stem, figure) for stem, figure in figures.items() if figure is not None]
+
+
+def group_options(frame: pd.DataFrame, options: Options) -> Options:
+    """A reconstruction group is reported by its per-pixel MSE, whatever ``--metric`` says."""
+    if (frame["task"] == Reconstruction.name).all():
+        return replace(options, metric="mse")
+    return options
+
+
+def headline_column(options: Options) -> str:
+    return f"{options.split}/{'mse' if options.metric == 'mse' else 'acc'}"
 
 
 def report_group(frame: pd.DataFrame, runs: dict[str, Run], options: Options, out: Output) -> pd.DataFrame:
@@ -76,7 +90,8 @@ def report_group(frame: pd.DataFrame, runs: dict[str, Run], options: Options, ou
     dataset, model = frame["dataset"].iloc[0], frame["model"].iloc[0]
     title, prefix = f"{dataset} / {model}", f"{dataset}_{model}"
     out.sections.append(f"## {title} ({runs_count(len(frame))})\n")
-    measured = frame[tables.column(frame, f"{options.split}/acc").notna()]
+    options = group_options(frame, options)
+    measured = frame[tables.column(frame, headline_column(options)).notna()]
     if measured.empty:  # e.g. --split test_mc and this group ran without MC dropout
         out.sections.append(f"No run of this group has `{options.split}/*` metrics.\n")
         return frame
@@ -115,7 +130,8 @@ def make_report(paths: list[Path], folder: Path | None, options: Options) -> Out
     finished, problems = scan(paths)
     frame = runs_frame(finished)
     where = ", ".join(map(str, paths))
-    if tables.column(frame, f"{options.split}/acc").isna().all():
+    has = [tables.column(frame, f"{options.split}/{m}").notna() for m in ("acc", "mse")]
+    if not (has[0] | has[1]).any():
         raise DropbenchError(f"no finished run under {where} has {options.split}/* metrics")
     out = Output(folder if folder is not None else paths[0] / "report")
     out.folder.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,6 @@ from matplotlib.ticker import MaxNLocator
 from dropbench.rundir import RunDir
 from dropbench.weightmap import first_layer_weight, roughness, weight_grid
 
-#: Models whose first layer reads the flattened image, so its rows can be drawn as images.
-WEIGHT_MAP_MODELS = ("mlp",)
 PANELS_PER_ROW = 4
 
 
@@ -84,11 +82,17 @@ def curves(
                 loss_ax.plot(history.index, history[f"{split}/loss"], style, color=color)
             if f"{split}/acc" in history:
                 acc_ax.plot(history.index, 100 * history[f"{split}/acc"], style, color=color)
+            elif f"{split}/mse" in history:  # a reconstruction
+                acc_ax.plot(history.index, 1000 * history[f"{split}/mse"], style, color=color)
         drawn.append(Line2D([], [], color=color, label=f"{with_p(label, p)} (n={len(runs)})"))
     if not drawn:
         return None
-    loss_ax.set(title="loss", xlabel="epoch", ylabel="cross-entropy (nats)")
-    acc_ax.set(title="accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    if (frame["task"] == "reconstruction").all():
+        loss_ax.set(title="loss", xlabel="epoch", ylabel="reconstruction loss per pixel")
+        acc_ax.set(title="reconstruction error", xlabel="epoch", ylabel="MSE per pixel (×10⁻³)")
+    else:
+        loss_ax.set(title="loss", xlabel="epoch", ylabel="cross-entropy (nats)")
+        acc_ax.set(title="accuracy", xlabel="epoch", ylabel="accuracy (%)")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -116,7 +120,7 @@ def weight_maps(
     frame: pd.DataFrame, best: pd.DataFrame, in_shape: tuple[int, int, int] | None, title: str
 ) -> Figure | None:
     """First-layer weights of each regularizer at its best p (first seed), side by side."""
-    if in_shape is None or not frame["model"].isin(WEIGHT_MAP_MODELS).all():
+    if in_shape is None:
         return None
     panels = []
     for label, p in zip(best["label"], best["p"], strict=True):
@@ -140,4 +144,38 @@ def weight_maps(
         "(each tile min-max scaled; roughness: 1 = white noise, 0 = smooth)",
         fontsize="medium",
     )
+    return fig
+
+
+def first_reconstructions(runs: pd.DataFrame) -> dict | None:
+    """The saved test images and reconstructions of the lowest-seed run that has them."""
+    for folder in runs.sort_values("seed")["run"]:
+        path = RunDir(Path(folder)).reconstructions
+        if path.is_file():
+            return torch.load(path, map_location="cpu", weights_only=True)
+    return None
+
+
+def reconstructions(frame: pd.DataFrame, best: pd.DataFrame, title: str) -> Figure | None:
+    """The same test images, then their reconstruction by each regularizer at its best p (first
+    seed), one row each: what each regularizer keeps and loses of an image, at a glance."""
+    rows, originals = [], None
+    for label, p in zip(best["label"], best["p"], strict=True):
+        saved = first_reconstructions(frame[(frame["label"] == label) & same_p(frame["p"], p)])
+        if saved is not None:
+            originals = saved["originals"] if originals is None else originals
+            rows.append((with_p(label, p), saved["reconstructions"]))
+    if not rows:
+        return None
+    rows.insert(0, ("original", originals))
+    fig = Figure(figsize=(12, 0.9 * len(rows) + 0.8), layout="constrained")
+    axes = fig.subplots(len(rows), 1, squeeze=False).ravel()
+    for ax, (name, images) in zip(axes, rows, strict=True):
+        strip = torch.cat(list(images.float().clamp(0, 1)), dim=-1)  # (C, H, N*W) side by side
+        ax.imshow(
+            strip.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest"
+        )
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize="small")
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(f"{title}: test images (top) and their reconstructions at each regularizer's best p")
     return fig

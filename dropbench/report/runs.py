@@ -15,13 +15,23 @@ import pandas as pd
 from dropbench.errors import DropbenchError
 from dropbench.rundir import RunDir
 from dropbench.schema import RECORDED, Role, keys, reg_settings, setup_settings
+from dropbench.tasks import TASKS, Classification
 
 STATUSES = ("finished", "diverged", "interrupted")
 #: config keys every finished run must have (the identity settings); the others (optimizer, lr,
 #: max_norm, ...) may be missing in older records and then read as None.
 REQUIRED_CONFIG = tuple(key for key in RECORDED if key in keys(Role.IDENTITY))
 SETUP_KEYS = tuple(key for key in RECORDED if key not in REQUIRED_CONFIG)
-REQUIRED_FINAL = ("train/acc", "test/acc")
+
+
+def headline(record: dict[str, Any]) -> str:
+    """The task's headline metric (``acc``, ``mse``); records from before tasks are classifications."""
+    task = TASKS.get(record.get("task", Classification.name), Classification)
+    return task.headline
+
+
+def required_final(record: dict[str, Any]) -> tuple[str, ...]:
+    return (f"train/{headline(record)}", f"test/{headline(record)}")
 
 
 @dataclass(frozen=True)
@@ -58,8 +68,8 @@ def missing_keys(record: dict[str, Any]) -> list[str]:
         return [k for k in ("config", "final", "best") if not isinstance(record.get(k), dict)]
     needed = [
         ("config", config, REQUIRED_CONFIG),
-        ("final", final, REQUIRED_FINAL),
-        ("best", best, ("val/acc",)),
+        ("final", final, required_final(record)),
+        ("best", best, (f"val/{headline(record)}",)),
     ]
     return [f"{name}/{key}" for name, section, keys in needed for key in keys if key not in section]
 
@@ -138,7 +148,9 @@ def run_row(run: Run) -> dict[str, Any]:
     row["best_epoch"] = best.get("epoch")
     row["val/acc_best"] = number(best.get("val/acc"))
     row["val/loss_best"] = number(best.get("val/loss"))
-    row["gap"] = row["train/acc"] - row["test/acc"]  # train minus test accuracy, as fractions
+    row["task"] = record.get("task", Classification.name)
+    if row["task"] == Classification.name:
+        row["gap"] = row["train/acc"] - row["test/acc"]  # train minus test accuracy, as fractions
     return row
 
 

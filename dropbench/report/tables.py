@@ -43,10 +43,26 @@ def column(frame: pd.DataFrame, name: str) -> pd.Series:
     return frame[name] if name in frame else pd.Series(float("nan"), index=frame.index)
 
 
+#: The unit each headline metric is shown in: classification error and accuracy in %, a
+#: reconstruction's per-pixel MSE (pixels in [0, 1]) in thousandths.
+UNITS = {"error": "%", "acc": "%", "mse": "×10⁻³"}
+
+
 def metric_values(frame: pd.DataFrame, metric: str, split: str) -> pd.Series:
-    """The headline number per run, in %: error = 100 (1 - acc), or acc = 100 acc."""
+    """The headline number per run in its unit: error = 100 (1 - acc), acc = 100 acc, or
+    mse = 1000 mse (a reconstruction's)."""
+    if metric == "mse":
+        return 1000 * column(frame, f"{split}/mse")
     acc = column(frame, f"{split}/acc")
     return 100 * (1 - acc) if metric == "error" else 100 * acc
+
+
+def validation_choice(metric: str) -> tuple[str, float, bool, str]:
+    """How the best p is chosen for a headline metric: (runs.csv column, scale, larger is
+    better, what it is). A classifier's by validation accuracy, a reconstruction's by validation loss."""
+    if metric == "mse":
+        return "val/loss_best", 1.0, False, "loss"
+    return "val/acc_best", 100.0, True, "accuracy"
 
 
 def summarize(frame: pd.DataFrame, values: pd.Series, name: str) -> pd.DataFrame:
@@ -88,12 +104,12 @@ def grid(numbers: pd.DataFrame, name: str, order: list[str]) -> pd.DataFrame:
 
 def main_table(frame: pd.DataFrame, metric: str, split: str) -> Table:
     """The headline: test error (or accuracy) per regularizer and p."""
-    name = metric_name(metric, split)
+    name, unit = metric_name(metric, split), UNITS[metric]
     numbers = summarize(frame, metric_values(frame, metric, split), name)
     return Table(
         "main",
-        f"{split} {metric} (%)",
-        f"{split} {metric} in %, mean ± sample std over seeds (n runs); {SPLIT_NOTES[split]}"
+        f"{split} {metric} ({unit})",
+        f"{split} {metric} in {unit}, mean ± sample std over seeds (n runs); {SPLIT_NOTES[split]}"
         + (f"; {NO_P}: regularizers that ignore p" if frame["p"].isna().any() else ""),
         grid(numbers, name, list(pd.unique(frame["label"]))),
         numbers,
@@ -101,15 +117,20 @@ def main_table(frame: pd.DataFrame, metric: str, split: str) -> Table:
 
 
 def best_p_table(frame: pd.DataFrame, metric: str, split: str) -> Table:
-    """Per regularizer, the p with the best mean validation accuracy, and the test number there.
+    """Per regularizer, the p with the best mean validation metric (:func:`validation_choice`),
+    and the test number there.
 
     Chosen on validation only: picking p by test accuracy would report an optimistic test number.
     Ties go to the smaller p.
     """
-    name = metric_name(metric, split)
-    val = summarize(frame, 100 * frame["val/acc_best"], "val/acc")
+    name, unit = metric_name(metric, split), UNITS[metric]
+    source, scale, larger, chosen_by = validation_choice(metric)
+    heading = "val acc (%)" if larger else "val loss"
+    val_name = source.removesuffix("_best")  # val/acc or val/loss
+    val = summarize(frame, scale * frame[source], val_name)
     val = val.sort_values(["label", "p"])
-    chosen = val.loc[val.groupby("label", sort=False)["val/acc_mean"].idxmax(), KEYS + ["val/acc_mean"]]
+    best = val.groupby("label", sort=False)[f"{val_name}_mean"]
+    chosen = val.loc[best.idxmax() if larger else best.idxmin(), KEYS + [f"{val_name}_mean"]]
     test = summarize(frame, metric_values(frame, metric, split), name)
     numbers = chosen.merge(test, on=KEYS, how="left")
     order = {label: i for i, label in enumerate(pd.unique(frame["label"]))}
@@ -118,14 +139,14 @@ def best_p_table(frame: pd.DataFrame, metric: str, split: str) -> Table:
         {
             "regularizer": numbers["label"],
             "best p": numbers["p"].map(lambda p: NO_P if pd.isna(p) else f"{p:g}"),
-            "val acc (%)": numbers["val/acc_mean"].map(lambda v: f"{v:.2f}"),
-            f"{split} {metric} (%)": cells(numbers, name, with_n=False),
+            heading: numbers[f"{val_name}_mean"].map(lambda v: f"{v:.2f}" if larger else f"{v:.4f}"),
+            f"{split} {metric} ({unit})": cells(numbers, name, with_n=False),
             "n": numbers["n"],
         }
     )
     note = (
-        f"p chosen by mean validation accuracy (at each run's best epoch), never by test; "
-        f"{split} {metric} in %, mean ± sample std over the n seeds at that p"
+        f"p chosen by mean validation {chosen_by} (at each run's best epoch), never by test; "
+        f"{split} {metric} in {unit}, mean ± sample std over the n seeds at that p"
     )
     return Table("best_p", "best p per regularizer", note, shown, numbers)
 
