@@ -27,6 +27,7 @@ writes into DIR:
   D_M_error_vs_p.{png,svg}      the metric against p (acc_vs_p with --metric acc)
   D_M_curves.{png,svg}          train and validation curves at each regularizer's best p
   D_M_weights.{png,svg}         MLP first-layer weights at each regularizer's best p
+  merged.{md,csv,tex}           runs found in several folders, each counted once
   excluded.{md,csv,tex}         unfinished, interrupted, diverged and corrupt runs, with the reason
 """
 

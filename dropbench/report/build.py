@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from dropbench.errors import DropbenchError
-from dropbench.report import plots, tables
+from dropbench.report import dedupe, plots, tables
 from dropbench.report.labels import add_labels
 from dropbench.report.render import markdown, save_figure, write_table, write_text
 from dropbench.report.runs import Run, in_shape, runs_frame, scan
@@ -73,6 +73,7 @@ def group_figures(
 def report_group(frame: pd.DataFrame, runs: dict[str, Run], options: Options, out: Output) -> pd.DataFrame:
     """Write one (dataset, model) group's tables and figures; returns its runs with their labels."""
     frame = add_labels(frame)
+    dedupe.check_one_run_per_seed(frame, runs)
     dataset, model = frame["dataset"].iloc[0], frame["model"].iloc[0]
     title, prefix = f"{dataset} / {model}", f"{dataset}_{model}"
     out.sections.append(f"## {title} ({runs_count(len(frame))})\n")
@@ -113,19 +114,24 @@ def make_report(paths: list[Path], folder: Path | None, options: Options) -> Out
     """Read every run under ``paths`` and write the report into ``folder`` (default: the first
     path's ``report/``). Nothing is written when there is nothing to report."""
     finished, problems = scan(paths)
+    finished, merges = dedupe.merge_copies(finished)
     frame = runs_frame(finished)
     where = ", ".join(map(str, paths))
     if tables.column(frame, f"{options.split}/acc").isna().all():
         raise DropbenchError(f"no finished run under {where} has {options.split}/* metrics")
     out = Output(folder if folder is not None else paths[0] / "report")
     out.folder.mkdir(parents=True, exist_ok=True)
-    out.sections.append(f"# dropbench report\n\n{runs_count(len(finished))} under {where}\n")
+    merged = sum(len(merge.copies) for merge in merges)
+    copies = f" ({merged} more cop{'y' if merged == 1 else 'ies'} of them merged)" if merged else ""
+    out.sections.append(f"# dropbench report\n\n{runs_count(len(finished))} under {where}{copies}\n")
     runs = {str(run.folder): run for run in finished}
     write_runs(
         [report_group(group, runs, options, out) for _, group in frame.groupby(["dataset", "model"])], out
     )
-    if problems:
-        table = tables.problems_table(problems)
+    listed = ([dedupe.merges_table(merges)] if merges else []) + (
+        [tables.problems_table(problems)] if problems else []
+    )
+    for table in listed:
         out.files += write_table(table, out.folder / table.name, table.note)
         out.sections.append(markdown(table, level=2))
     out.files.append(write_text(out.folder / REPORT_FILE, "\n".join(out.sections)))
