@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from dropbench.errors import DropbenchError
-from dropbench.report import dedupe, plots, tables
+from dropbench.report import dedupe, paired, plots, tables
 from dropbench.report.labels import add_labels
 from dropbench.report.render import markdown, save_figure, write_table, write_text
 from dropbench.report.runs import Run, in_shape, runs_frame, scan
@@ -40,14 +40,19 @@ def runs_count(n: int) -> str:
 
 
 def group_tables(frame: pd.DataFrame, options: Options) -> list[tables.Table]:
-    """Main, best-p, gap and (when any run has test_mc/*) MC dropout tables of one group."""
+    """Main, best-p, gap, (when any run has test_mc/*) MC dropout and (with two rows or more)
+    paired comparison tables of one group."""
+    best = tables.best_p_table(frame, options.metric, options.split)
     made = [
         tables.main_table(frame, options.metric, options.split),
-        tables.best_p_table(frame, options.metric, options.split),
+        best,
         tables.gap_table(frame, options.split),
     ]
-    mc = tables.mc_table(frame)
-    return made + ([mc] if mc is not None else [])
+    optional = [
+        tables.mc_table(frame),
+        paired.paired_table(frame, best.numbers, options.metric, options.split),
+    ]
+    return made + [table for table in optional if table is not None]
 
 
 def group_figures(
@@ -67,6 +72,10 @@ def group_figures(
         "curves": plots.curves(frame, best, histories, title, palette),
         "weights": plots.weight_maps(frame, best, shape, title),
     }
+    compared = next((table.numbers for table in made if table.name == "paired"), None)
+    if compared is not None:
+        heading = f"{options.split} {options.metric}"
+        figures["paired"] = plots.forest(compared, heading, f"{title}: paired differences at best p", palette)
     return [(stem, figure) for stem, figure in figures.items() if figure is not None]
 
 

@@ -77,7 +77,7 @@ LATEX = {
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
 }
-UNICODE = {"±": r"$\pm$", NO_P: "---"}
+UNICODE = {"±": r"$\pm$", "Δ": r"$\Delta$", NO_P: "---"}
 
 
 def latex_escape(text: str) -> str:
