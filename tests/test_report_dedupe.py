@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import statistics
 
 import pandas as pd
 import pytest
@@ -35,6 +36,8 @@ def test_copies_of_a_run_count_once_and_the_merge_is_reported(tripled, tmp_path)
     out = make_report([tripled], tmp_path / "out", Options())
     main_table = pd.read_csv(out.folder / "mnist_mlp_main.csv")
     assert main_table["n"].tolist() == [2]  # 2 seeds, not 6 folders
+    errors = [100 * (1 - dropout_run(seed)["final"]["test/acc"]) for seed in (0, 1)]
+    assert main_table["test/error_std"].iloc[0] == pytest.approx(statistics.stdev(errors))
     runs = pd.read_csv(out.folder / "runs.csv")
     assert sorted(runs["seed"]) == [0, 1]
     merged = pd.read_csv(out.folder / "merged.csv")
