@@ -188,3 +188,15 @@ def test_latex_spells_out_comparison_signs():
     cells = pd.DataFrame({"note": ["n<2: 1 seed(s) in common"], "seeds for 80% power": [">100"]})
     tex = latex(Table("paired", "t", "n", cells, cells), "caption", "key")
     assert r"n\textless{}2" in tex and r"\textgreater{}100" in tex and "<" not in tex and ">" not in tex
+
+
+def test_a_report_whose_rows_share_no_seed_says_n_below_2(tmp_path):
+    for seed in (0, 1):
+        write_run(tmp_path / "r" / f"none{seed}", sweep_record("none", None, seed))
+        write_run(tmp_path / "r" / f"dropout{seed}", sweep_record("dropout", 0.5, seed + 2))
+    out = make_report([tmp_path / "r"], tmp_path / "out", Options())
+    row = pd.read_csv(out.folder / "mnist_mlp_paired.csv").iloc[0]
+    assert row["n"] == 0 and row["verdict"] == "not resolved" and row["note"].startswith("n<2: 0 seed(s)")
+    assert "n<2" in (out.folder / "report.md").read_text()
+    assert not (out.folder / "mnist_mlp_paired.png").exists()  # no interval to draw
+    assert holm(pd.Series([math.nan])).isna().all()
