@@ -88,5 +88,5 @@ def test_distinct_runs_sharing_a_row_and_seed_are_refused(tmp_path):
     second["resolved_config"]["mc_samples"] = 50  # not a labelled setting
     write_run(tmp_path / "r" / "a", first)
     write_run(tmp_path / "r" / "b", second)
-    with pytest.raises(DropbenchError, match=r"both dropout p=0.5 seed 0 .*mc_samples"):
+    with pytest.raises(DropbenchError, match=r"both dropout, p=0.5 seed 0 .*mc_samples"):
         make_report([tmp_path / "r"], tmp_path / "out", Options())

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from dropbench.errors import DropbenchError
+from dropbench.report.plots import with_p
 from dropbench.report.runs import Run
 from dropbench.report.tables import Table
 from dropbench.resume import config_conflict, result_defining
@@ -82,7 +83,7 @@ def merge_copies(runs: list[Run]) -> tuple[list[Run], list[Merge]]:
                 raise DropbenchError(
                     f"{first.folder} and {other.folder} hold the same run (same config, seed "
                     f"{first.record['config']['seed']}) with different metrics ({differs}); "
-                    "remove the wrong copy or report one of them"
+                    "keep one of them under PATH, or report each in its own dropbench report"
                 )
         kept.append(first)
         if len(copies) > 1:
@@ -121,6 +122,6 @@ def check_one_run_per_seed(frame: pd.DataFrame, runs: dict[str, Run]) -> None:
         a, b = defining(first), defining(other)
         why = config_conflict(a, b) if a is not None and b is not None else "no resolved_config to compare"
         raise DropbenchError(
-            f"{first.folder} and {other.folder} are both {label} p={p} seed {seed} but are different "
+            f"{first.folder} and {other.folder} are both {with_p(label, p)} seed {seed} but are different "
             f"runs ({why}); report them under separate PATHs"
         )
