@@ -24,9 +24,12 @@ writes into DIR:
   D_M_best_p.{md,csv,tex}       each regularizer at the p with the best mean validation accuracy
   D_M_gap.{md,csv,tex}          train acc - test acc, in percentage points
   D_M_mc.{md,csv,tex}           deterministic vs MC dropout acc, NLL, ECE (runs with test_mc/*)
+  D_M_paired.{md,csv,tex}       regularizers at their best p against none and each other, paired by seed
   D_M_error_vs_p.{png,svg}      the metric against p (acc_vs_p with --metric acc)
   D_M_curves.{png,svg}          train and validation curves at each regularizer's best p
+  D_M_paired.{png,svg}          the paired differences with their 95% intervals (forest plot)
   D_M_weights.{png,svg}         MLP first-layer weights at each regularizer's best p
+  merged.{md,csv,tex}           runs found in several folders, each counted once
   excluded.{md,csv,tex}         unfinished, interrupted, diverged and corrupt runs, with the reason
 """
 

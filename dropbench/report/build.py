@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from dropbench.errors import DropbenchError
-from dropbench.report import plots, tables
+from dropbench.report import dedupe, paired, plots, tables
 from dropbench.report.labels import add_labels
 from dropbench.report.render import markdown, save_figure, write_table, write_text
 from dropbench.report.runs import Run, in_shape, runs_frame, scan
@@ -41,15 +41,17 @@ def runs_count(n: int) -> str:
 
 
 def group_tables(frame: pd.DataFrame, options: Options) -> list[tables.Table]:
-    """Main, best-p, gap (classifiers) and (when any run has test_mc/*) MC dropout tables of one group."""
-    made = [
-        tables.main_table(frame, options.metric, options.split),
-        tables.best_p_table(frame, options.metric, options.split),
-    ]
+    """Main, best-p, gap (classifiers), (when any run has test_mc/*) MC dropout and (with two
+    rows or more) paired comparison tables of one group."""
+    best = tables.best_p_table(frame, options.metric, options.split)
+    made = [tables.main_table(frame, options.metric, options.split), best]
     if "gap" in frame and frame["gap"].notna().any():
         made.append(tables.gap_table(frame, options.split))
-    mc = tables.mc_table(frame)
-    return made + ([mc] if mc is not None else [])
+    optional = [
+        tables.mc_table(frame),
+        paired.paired_table(frame, best.numbers, options.metric, options.split),
+    ]
+    return made + [table for table in optional if table is not None]
 
 
 def group_figures(
@@ -70,6 +72,13 @@ def group_figures(
         "weights": plots.weight_maps(frame, best, shape, title),
         "reconstructions": plots.reconstructions(frame, best, title),
     }
+    compared = next((table.numbers for table in made if table.name == "paired"), None)
+    if compared is not None:
+        heading = f"{options.split} {options.metric}"
+        unit = paired.DIFF_UNITS[options.metric][0]
+        figures["paired"] = plots.forest(
+            compared, heading, f"{title}: paired differences at best p", palette, unit
+        )
     return [(stem, figure) for stem, figure in figures.items() if figure is not None]
 
 
@@ -87,6 +96,7 @@ def headline_column(options: Options) -> str:
 def report_group(frame: pd.DataFrame, runs: dict[str, Run], options: Options, out: Output) -> pd.DataFrame:
     """Write one (dataset, model) group's tables and figures; returns its runs with their labels."""
     frame = add_labels(frame)
+    dedupe.check_one_run_per_seed(frame, runs)
     dataset, model = frame["dataset"].iloc[0], frame["model"].iloc[0]
     title, prefix = f"{dataset} / {model}", f"{dataset}_{model}"
     out.sections.append(f"## {title} ({runs_count(len(frame))})\n")
@@ -128,6 +138,7 @@ def make_report(paths: list[Path], folder: Path | None, options: Options) -> Out
     """Read every run under ``paths`` and write the report into ``folder`` (default: the first
     path's ``report/``). Nothing is written when there is nothing to report."""
     finished, problems = scan(paths)
+    finished, merges = dedupe.merge_copies(finished)
     frame = runs_frame(finished)
     where = ", ".join(map(str, paths))
     has = [tables.column(frame, f"{options.split}/{m}").notna() for m in ("acc", "mse")]
@@ -135,13 +146,17 @@ def make_report(paths: list[Path], folder: Path | None, options: Options) -> Out
         raise DropbenchError(f"no finished run under {where} has {options.split}/* metrics")
     out = Output(folder if folder is not None else paths[0] / "report")
     out.folder.mkdir(parents=True, exist_ok=True)
-    out.sections.append(f"# dropbench report\n\n{runs_count(len(finished))} under {where}\n")
+    merged = sum(len(merge.copies) for merge in merges)
+    copies = f" ({merged} more cop{'y' if merged == 1 else 'ies'} of them merged)" if merged else ""
+    out.sections.append(f"# dropbench report\n\n{runs_count(len(finished))} under {where}{copies}\n")
     runs = {str(run.folder): run for run in finished}
     write_runs(
         [report_group(group, runs, options, out) for _, group in frame.groupby(["dataset", "model"])], out
     )
-    if problems:
-        table = tables.problems_table(problems)
+    listed = ([dedupe.merges_table(merges)] if merges else []) + (
+        [tables.problems_table(problems)] if problems else []
+    )
+    for table in listed:
         out.files += write_table(table, out.folder / table.name, table.note)
         out.sections.append(markdown(table, level=2))
     out.files.append(write_text(out.folder / REPORT_FILE, "\n".join(out.sections)))

@@ -179,3 +179,37 @@ def reconstructions(frame: pd.DataFrame, best: pd.DataFrame, title: str) -> Figu
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(f"{title}: test images (top) and their reconstructions at each regularizer's best p")
     return fig
+
+
+def forest(
+    rows: pd.DataFrame, heading: str, title: str, palette: dict[str, str], unit: str = "pp"
+) -> Figure | None:
+    """One line per paired comparison (first on top): the mean difference as a point, its 95%
+    interval as a bar, a vertical line at 0. Filled points are resolved verdicts, hollow ones not;
+    comparisons without an interval (n<2) are left out."""
+    rows = rows[rows["ci_low"].notna()]
+    if rows.empty:
+        return None
+    fig = Figure(figsize=(9, 1.5 + 0.4 * len(rows)), layout="constrained")
+    ax = fig.add_subplot()
+    ys = range(len(rows) - 1, -1, -1)
+    for y, (_, row) in zip(ys, rows.iterrows(), strict=True):
+        color = palette.get(row["a"], "C0")
+        below, above = row["diff_mean"] - row["ci_low"], row["ci_high"] - row["diff_mean"]
+        face = color if row["verdict"] != "not resolved" else "white"
+        ax.errorbar(
+            row["diff_mean"],
+            y,
+            xerr=[[below], [above]],
+            fmt="o",
+            capsize=3,
+            color=color,
+            markerfacecolor=face,
+        )
+    ax.axvline(0, color="gray", linestyle="--", linewidth=1)
+    ax.set_yticks(
+        list(ys), labels=[f"{c} ({v})" for c, v in zip(rows["comparison"], rows["verdict"], strict=True)]
+    )
+    ax.set(title=title, xlabel=f"{heading} difference A - B ({unit}), mean and 95% paired-t interval")
+    ax.grid(alpha=0.3, axis="x")
+    return fig

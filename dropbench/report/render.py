@@ -61,7 +61,8 @@ LATEX = {
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
 }
-UNICODE = {"±": r"$\pm$", NO_P: "---"}
+#: (< and > too: in LaTeX's default font encoding they print as ¡ and ¿ outside math)
+UNICODE = {"±": r"$\pm$", "Δ": r"$\Delta$", NO_P: "---", "<": r"\textless{}", ">": r"\textgreater{}"}
 
 
 def latex_escape(text: str) -> str:
