@@ -118,5 +118,63 @@ def check_overrides(arguments: list[str], configs: Path) -> None:
             for value in values:
                 if value not in valid:
                     raise ConfigError(f"{key}={value!r} is not a known {key}; valid: {', '.join(valid)}")
+    check_keys(arguments)
     if "--cfg" not in arguments and "-c" not in arguments and "--help" not in arguments:
         check_writable(Path(os.path.expanduser(str(results_dir))))
+
+
+def known_keys(cfg) -> list[str]:
+    """Every dotted key of a composed config (unresolved), for suggestions."""
+    from dropbench.schema import flatten
+
+    flat = flatten(OmegaConf.to_container(cfg, resolve=False))
+    return [key for key in flat if not any(part.startswith("_") for part in key.split("."))]
+
+
+def check_keys(arguments: list[str]) -> None:
+    """A key that no config has (``epoch=3`` for ``epochs=3``) is one line naming the closest valid key.
+
+    Hydra would print a multi-line error and suggest ``+epoch=3``, which trains silently with
+    the default epochs. A group's own key (``reg.mask``) is valid if any chosen value of that
+    group (``reg=dropout,dropconnect``) has it.
+    """
+    import difflib
+
+    from dropbench.build import compose_config
+
+    choices: dict[str, list[str]] = {}
+    keys: list[str] = []
+    for argument in arguments:
+        parsed = None if argument.startswith("-") or "=" not in argument else override_values(argument)
+        if parsed is None or argument.startswith(("+", "~", "hydra.", "hydra/")) or "/" in parsed[0]:
+            continue
+        key, values = parsed
+        if key in GROUP_NAMES:
+            choices[key] = values
+        else:
+            keys.append(key)
+    if not keys:
+        return
+    first = [f"{group}={values[0]}" for group, values in choices.items()]
+    composed = {}
+    for key in keys:
+        group = key.split(".")[0] if key.split(".")[0] in GROUP_NAMES else None
+        for value in choices.get(group, [None]) if group else [None]:
+            overrides = [o for o in first if not (group and o.startswith(f"{group}="))]
+            overrides += [f"{group}={value}"] if value is not None else []
+            cfg = composed.setdefault(tuple(overrides), compose_config(overrides))
+            if OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING:
+                break
+        else:
+            close = difflib.get_close_matches(key, known_keys(cfg), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else "; 'dropbench run --help' lists every option"
+            raise ConfigError(
+                f"{key}={argument_value(arguments, key)} sets nothing: no setting is named {key}{hint}"
+            )
+
+
+_MISSING = object()
+
+
+def argument_value(arguments: list[str], key: str) -> str:
+    return next(a.split("=", 1)[1] for a in arguments if a.split("=", 1)[0] == key)

@@ -29,6 +29,7 @@ FINDINGS = {
     "cnn_spatial": ["cnn_spatial"],
     "lstm_variational": ["lstm_variational"],
     "mlp_mc_dropout": ["mlp_mc_dropout"],
+    "ae_dropout": ["ae_dropout"],
 }
 GPU = {"mlp_dropconnect"}
 

@@ -182,17 +182,25 @@ BAD_INPUTS = {
     "dataset.train_size=0": "dataset.train_size=0",
     "dataset.train_size=100000": "dataset.train_size=100000",
     "experiment=nonsense": "experiment='nonsense'",
+    "epoch=3": "epoch=3 sets nothing: no setting is named epoch; did you mean epochs?",
+    "lrr=0.1": "did you mean lr?",
+    "schedule.foo=1": "no setting is named schedule.foo",
+    "model.hiden=[8]": "did you mean model.hidden?",
+    "lr=nan": "lr=nan",
+    "wd=inf": "wd=inf",
+    "max_norm=nan": "max_norm=nan",
+    "seed=18446744073709551616": "seed=18446744073709551616",
 }
 
 
 @pytest.mark.parametrize("bad", BAD_INPUTS)
 def test_bad_input_fails_with_one_line_and_leaves_no_run(dropbench, tmp_path, bad):
     done = dropbench("run", *SMALL_MODEL["mlp"], *TINY, *bad.split())
-    assert done.returncode != 0
+    assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dropbench: error: "), done.stderr
     assert BAD_INPUTS[bad] in lines[0]
-    assert any(hint in lines[0] for hint in ("valid", "must be", "[0, 1)", "use "))
+    assert any(hint in lines[0] for hint in ("valid", "must be", "[0, 1)", "use ", "did you mean", "--help"))
     assert "Traceback" not in done.stderr + done.stdout
     assert not list((tmp_path / "results").rglob("metrics.json")) and not run_dirs(tmp_path / "results")
 

@@ -16,7 +16,7 @@ import torch
 from dropbench.cli import main
 from dropbench.report.build import Options, make_report
 from dropbench.report.labels import add_labels
-from dropbench.weightmap import first_layer_weight, roughness, weight_grid
+from dropbench.weightmap import first_layer_weight, roughness, spread, weight_grid
 
 SEEDS = (0, 1, 2)
 OFFSETS = (0.001, -0.002, 0.0035)  # added to the accuracies per seed, so every cell has a spread
@@ -311,6 +311,21 @@ def test_roughness_tells_noise_from_strokes_and_ignores_scale():
     assert roughness(checker, (1, 28, 28)).item() == pytest.approx(2.0, abs=0.1)
     assert torch.allclose(roughness(noise * 1e-3, (1, 28, 28)), roughness(noise, (1, 28, 28)))
     assert roughness(torch.randn(4, 3072, generator=gen), (3, 32, 32)).shape == (4,)
+
+
+def test_spread_is_small_for_a_localized_unit_and_that_of_a_uniform_image_for_noise():
+    gen = torch.Generator().manual_seed(0)
+    uniform = torch.ones(1, 784)
+    dot = torch.zeros(1, 784)
+    dot[0, 14 * 28 + 3] = 5.0  # one pixel, off centre: no spread at all
+    rows = torch.arange(28.0)
+    blob = torch.exp(-((rows[:, None] - 5) ** 2 + (rows[None, :] - 20) ** 2) / 2.0).reshape(1, 784)
+    expected = ((28**2 + 28**2 - 2) / 12) ** 0.5  # the RMS distance over a uniform 28 x 28 square
+    assert spread(uniform, (1, 28, 28)).item() == pytest.approx(expected, rel=1e-5)
+    assert spread(dot, (1, 28, 28)).item() == pytest.approx(0.0, abs=1e-4)
+    assert spread(blob, (1, 28, 28)).item() == pytest.approx(1.0, abs=0.01)  # 2 sigma^2 = 2 in energy
+    noise = torch.randn(200, 784, generator=gen)
+    assert spread(noise, (1, 28, 28)).median() == pytest.approx(expected, rel=0.03)
 
 
 def test_first_layer_weight_finds_the_input_layer_or_none():

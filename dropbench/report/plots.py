@@ -190,7 +190,9 @@ def forest(
     rows = rows[rows["ci_low"].notna()]
     if rows.empty:
         return None
-    fig = Figure(figsize=(9, 1.5 + 0.4 * len(rows)), layout="constrained")
+    longest = max(len(f"{c} ({v})") for c, v in zip(rows["comparison"], rows["verdict"], strict=True))
+    # the labels sit left of the axes: long ones (many settings) would squeeze the axes to nothing
+    fig = Figure(figsize=(max(9.0, 6 + 0.08 * longest), 1.5 + 0.4 * len(rows)), layout="constrained")
     ax = fig.add_subplot()
     ys = range(len(rows) - 1, -1, -1)
     for y, (_, row) in zip(ys, rows.iterrows(), strict=True):
