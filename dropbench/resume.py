@@ -23,19 +23,10 @@ import torch
 from dropbench.atomic import torch_save_atomic
 from dropbench.errors import ConfigError
 from dropbench.rundir import RunDir
+from dropbench.schema import config_conflict
 from dropbench.train import FitState, Training
 
 DONE_STATUSES = ("finished", "diverged")  # re-running these would only repeat them
-
-
-def config_conflict(stored: dict[str, Any], current: dict[str, Any]) -> str | None:
-    """None if two ``result_defining`` configs agree, else a short account of how they differ."""
-    keys = sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
-    if not keys:
-        return None
-    shown = "; ".join(f"{k}: {stored.get(k)!r} there, {current.get(k)!r} now" for k in keys[:3])
-    more = f" (and {len(keys) - 3} more)" if len(keys) > 3 else ""
-    return shown + more
 
 
 def check_same_config(run_dir: Path, what: str, stored: dict[str, Any], current: dict[str, Any]) -> None:

@@ -175,6 +175,16 @@ def result_defining(resolved: dict[str, Any], uses_p: bool) -> dict[str, Any]:
     return {key: value for key, value in flatten(resolved).items() if not is_under(key, skipped)}
 
 
+def config_conflict(stored: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """None if two ``result_defining`` configs agree, else a short account of how they differ."""
+    keys = sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
+    if not keys:
+        return None
+    shown = "; ".join(f"{k}: {stored.get(k)!r} there, {current.get(k)!r} now" for k in keys[:3])
+    more = f" (and {len(keys) - 3} more)" if len(keys) > 3 else ""
+    return shown + more
+
+
 def run_settings(knobs: Knobs, choices: dict[str, str], uses_p: bool) -> dict[str, Any]:
     """The settings a record lists and a report groups and labels runs by (:data:`RECORDED`);
     p is None for a reg that ignores it."""

@@ -153,12 +153,12 @@ def test_max_norm_caps_each_hidden_units_incoming_weights():
             w.mul_(10)
         model.net[1].weight[0] = 0.01  # a short row must stay as it is
     short_row = model.net[1].weight[0].clone()
-    classifier_before = model.classifier.weight.clone()
+    classifier_before = model.output_layer.weight.clone()
     apply_max_norm(hidden_weights(model), 2.0)
     for (w,) in hidden_weights(model):
         assert w.norm(dim=1).max() <= 2.0 + 1e-5
     assert torch.equal(model.net[1].weight[0], short_row)
-    assert torch.equal(model.classifier.weight, classifier_before)  # output units are not hidden
+    assert torch.equal(model.output_layer.weight, classifier_before)  # output units are not hidden
     conv = CNN((1, 8, 8), 3, channels=(4,), fc=(5,))
     assert len(hidden_weights(conv)) == 2  # the conv kernel and the head's hidden layer
 

@@ -12,10 +12,10 @@ from dropbench.atomic import write_json_atomic
 from dropbench.errors import ConfigError
 from dropbench.models import MLP
 from dropbench.regularizers import Dropout
-from dropbench.resume import RunLock, config_conflict, load_checkpoint, save_checkpoint
+from dropbench.resume import RunLock, load_checkpoint, save_checkpoint
 from dropbench.rundir import RunDir
 from dropbench.schedules import cosine, per_step
-from dropbench.schema import result_defining
+from dropbench.schema import config_conflict, result_defining
 from dropbench.train import FitOptions, FitState, Training, fit
 
 EPOCHS = 4

@@ -66,10 +66,6 @@ class CNN(nn.Module):
     @property
     def output_layer(self) -> nn.Module:
         """The layer whose units are outputs, not hidden units (max-norm leaves it alone)."""
-        return self.classifier
-
-    @property
-    def classifier(self) -> nn.Module:
         return self.head[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

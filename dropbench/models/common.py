@@ -12,7 +12,9 @@ A regularizer reaches a model as factories, one per place it acts (``configs/reg
 - ``rnn``: builds each LSTM layer (variational, naive per-step dropout, weight drop),
   ``(in, hidden) -> module``.
 
-An empty slot means the plain layer (``nn.Identity``, ``nn.Linear``, ``nn.LSTM``).
+An empty slot means the plain layer (``nn.Identity``, ``nn.Linear``, ``nn.LSTM``). Every model
+also names its ``output_layer`` (whose units are outputs, not hidden units: max-norm leaves it
+alone) and, if it is not a classifier, its ``task`` (:mod:`dropbench.tasks`).
 """
 
 from __future__ import annotations

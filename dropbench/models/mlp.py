@@ -37,10 +37,6 @@ class MLP(nn.Module):
     @property
     def output_layer(self) -> nn.Module:
         """The layer whose units are outputs, not hidden units (max-norm leaves it alone)."""
-        return self.classifier
-
-    @property
-    def classifier(self) -> nn.Module:
         return self.net[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,7 @@ from dropbench.errors import DropbenchError
 from dropbench.report.plots import with_p
 from dropbench.report.runs import Run
 from dropbench.report.tables import Table
-from dropbench.resume import config_conflict
-from dropbench.schema import result_defining
+from dropbench.schema import config_conflict, result_defining
 
 #: metrics.json sections that must agree between copies of one run
 COMPARED = ("final", "best")
