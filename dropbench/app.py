@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from dropbench.resume import DONE_STATUSES, RunLock, check_same_config, load_che
 from dropbench.rundir import RunDir
 from dropbench.schema import reg_settings, result_defining, run_settings, setup_settings
 from dropbench.settings import default_threads
+from dropbench.stop import STOP
 from dropbench.tasks import TASKS, Classification, Reconstruction
 from dropbench.train import FitOptions, FitResult, FitState, Metrics, Training, fit
 from dropbench.weightmap import first_layer_weight, reconstruction_grid, weight_grid
@@ -73,6 +72,7 @@ class RunLifecycle:
     def train(self, data: DataSplits) -> FitResult:
         """Build, resume if a checkpoint exists, train with per-epoch checkpoints and logging."""
         knobs, checkpoint = self.knobs, self.run_dir.checkpoint
+        STOP.check()  # a stop requested while the data loaded
         training = build_training(self.cfg, knobs, data)
         self.task = training.task
         OmegaConf.save(self.cfg, self.run_dir.resolved_config, resolve=True)
@@ -80,7 +80,7 @@ class RunLifecycle:
         if checkpoint.is_file():
             self.state = load_checkpoint(checkpoint, self.defining, training)
             log.info("resuming %s after epoch %d of %d", self.run_dir.path, self.state.epoch, knobs.epochs)
-        scalars = ScalarLog(self.run_dir.path)
+        scalars = ScalarLog(self.run_dir.path, resumed_after=self.state.epoch)
 
         def on_epoch(row: Metrics) -> None:
             scalars.log(row, int(row["epoch"]))
@@ -95,6 +95,7 @@ class RunLifecycle:
             knobs.eval_batch_size,
             knobs.mc_samples,
             progress=sys.stderr.isatty(),
+            check_stop=STOP.check,
         )
         try:
             result = fit(
@@ -139,6 +140,8 @@ class RunLifecycle:
 
     def execute(self) -> float:
         """Skip, resume or train; write the record. Returns the best validation accuracy."""
+        for stale in self.run_dir.remove_stale_temporaries():  # under the run's lock
+            log.info("removed %s, left by a write that was stopped", stale)
         earlier = None if self.force else self.earlier_result()
         if earlier is not None:
             note = "" if self.uses_p else f" (reg={self.choices['reg']} ignores p: one run serves every p)"
@@ -210,16 +213,6 @@ class RunLifecycle:
         )
 
 
-def stop_on_sigterm() -> None:
-    """Let SIGTERM (a cluster's preemption, ``kill``) stop a run the way Ctrl-C does."""
-    if threading.current_thread() is threading.main_thread():
-
-        def interrupt(signum, frame):
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, interrupt)
-
-
 def task(cfg: DictConfig) -> float:
     """Hydra's task function: one run. Returns its best validation accuracy (a sweeper's objective).
 
@@ -235,7 +228,7 @@ def task(cfg: DictConfig) -> float:
         if not lock.acquire():
             print(f"dropbench: skip {run_dir.path}: another process is running it")
             return math.nan
-        stop_on_sigterm()
+        STOP.install()
         return run.execute()
     except DropbenchError as error:
         run_dir.remove_if_untouched()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from dropbench import __version__
@@ -28,6 +29,18 @@ options:
 """
 
 
+#: Path settings whose ``~`` the shell left unexpanded (``results_dir='~/x'``, or ``=~/x``)
+PATH_KEYS = ("results_dir", "dataset.root", "dataset.cache_dir")
+
+
+def expand_home(argument: str) -> str:
+    """``results_dir=~/x`` as ``results_dir=/home/me/x``: Hydra would make a folder named ``~``."""
+    key, sep, value = argument.partition("=")
+    if sep and key in PATH_KEYS and value.startswith("~"):
+        return f"{key}={os.path.expanduser(value)}"
+    return argument
+
+
 def run(arguments: list[str]) -> int:
     """``dropbench run [hydra arguments]``: check what Hydra would report badly, then run Hydra."""
     import hydra  # imported here so `dropbench --help` stays instant
@@ -35,6 +48,7 @@ def run(arguments: list[str]) -> int:
     from dropbench.app import task
 
     configs = config_dir()
+    arguments = [expand_home(argument) for argument in arguments]
     try:
         check_overrides(arguments, configs)
     except DropbenchError as error:

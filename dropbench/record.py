@@ -72,8 +72,11 @@ def git_commit(package: Path) -> str | None:
 class ScalarLog:
     """TensorBoard event files in the run folder; scalar tags are the ``split/metric`` names."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.writer = SummaryWriter(log_dir=str(run_dir))
+    def __init__(self, run_dir: Path, resumed_after: int = 0) -> None:
+        # After a resume, TensorBoard drops the earlier event files' points from the resumed
+        # epoch on (purge_step), so an epoch logged before a kill does not show twice.
+        purge = resumed_after + 1 if resumed_after else None
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         for name, value in metrics.items():

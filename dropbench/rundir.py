@@ -22,6 +22,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from dropbench.atomic import TMP_SUFFIX
+
 
 @dataclass(frozen=True)
 class RunDir:
@@ -78,6 +80,14 @@ class RunDir:
             path.unlink(missing_ok=True)
         for events in self.path.glob(self.EVENTS):
             events.unlink()
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Remove what killed atomic writes left behind (``.<name>.*.tmp``); call it holding the
+        run's lock, so that no other process can be writing here. Returns what was removed."""
+        stale = sorted(self.path.glob(f".*{TMP_SUFFIX}")) if self.path.is_dir() else []
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
 
     def remove_if_untouched(self) -> None:
         """Remove the folder if it holds only what Hydra wrote before the task (nothing of a run)."""

@@ -41,6 +41,7 @@ class FitOptions:
     eval_batch_size: int
     mc_samples: int | None = None  # T > 1 adds test_mc/*: MC dropout over T passes
     progress: bool = False  # tqdm bars (on a terminal)
+    check_stop: Callable[[], None] = lambda: None  # raises KeyboardInterrupt on a stop request
 
 
 @dataclass
@@ -66,7 +67,13 @@ class FitResult:
     diverged: dict | None = None  # {"epoch", "metric"} when a loss became NaN/inf; final is then empty
 
 
-def train_epoch(training: Training, data: DataSplits, batch_size: int, progress: bool = False) -> Metrics:
+def train_epoch(
+    training: Training,
+    data: DataSplits,
+    batch_size: int,
+    progress: bool = False,
+    check_stop: Callable[[], None] = lambda: None,
+) -> Metrics:
     """One pass over the shuffled training split. Returns running ``train/loss`` and the task's running metric
     (``train/acc``, ``train/mse``).
 
@@ -93,6 +100,7 @@ def train_epoch(training: Training, data: DataSplits, batch_size: int, progress:
             scheduler.step()
         loss_sum += loss.detach() * len(targets)
         hits += task.hits(output, inputs, targets)
+        check_stop()  # between steps: the last checkpoint stays consistent with the record
         if step % DIVERGENCE_CHECK_STEPS == 0 and not torch.isfinite(loss_sum):
             return {name: math.nan for name in task.running(0.0, 0.0, 1)}
     return task.running(loss_sum.item(), hits.item(), len(data.train_y))
@@ -124,10 +132,11 @@ def fit(
     state = state if state is not None else FitState()
     epoch_bar = tqdm(range(state.epoch + 1, epochs + 1), desc="epochs", disable=not options.progress)
     for epoch in epoch_bar:
+        options.check_stop()
         start = time.perf_counter()
         row: Metrics = {
             "epoch": epoch,
-            **train_epoch(training, data, options.batch_size, options.progress),
+            **train_epoch(training, data, options.batch_size, options.progress, options.check_stop),
         }
         row["epoch_time_s"] = time.perf_counter() - start
         state.train_seconds += row["epoch_time_s"]

@@ -260,6 +260,20 @@ def test_changed_raw_files_are_parsed_again_not_read_from_a_stale_cache(tmp_path
     assert not torch.equal(first.train_x, second.train_x)
 
 
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_a_damaged_cache_file_is_rebuilt_with_one_line(tmp_path: Path, capsys, damage: str) -> None:
+    write_mnist_like(tmp_path / "root" / "MNIST" / "raw", N_TRAIN, N_TEST)
+    first = load(tmp_path)
+    [cache] = (tmp_path / "cache").glob("*.pt")
+    content = cache.read_bytes()
+    cache.write_bytes(b"" if damage == "empty" else content[: len(content) // 2])
+    second = load(tmp_path)
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "cache" in x]
+    assert line.startswith(f"dropbench: the cache file {cache} is unreadable (") and "rebuilding it" in line
+    assert torch.equal(first.train_x, second.train_x)
+    assert load(tmp_path).origin.startswith("cache:")  # rebuilt: read from the cache again
+
+
 @pytest.mark.parametrize("val_size", [0, -1, N_TRAIN])
 def test_val_size_out_of_range(tmp_path: Path, val_size: int) -> None:
     write_mnist_like(tmp_path / "root" / "MNIST" / "raw", N_TRAIN, N_TEST)

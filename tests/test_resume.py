@@ -120,3 +120,19 @@ def test_a_diverging_fit_stops_early_and_reports_where(data):
     result = fit(training, data, FitOptions(5, 32, 128))
     assert result.diverged == {"epoch": 1, "metric": "train/loss"}
     assert len(result.history) == 1 and result.final == {}
+
+
+def test_stale_temporaries_of_killed_writes_are_removed_and_nothing_else(tmp_path):
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.path.mkdir()
+    for name in (
+        ".metrics.json.x1.tmp",
+        ".checkpoint.pt.y2.tmp",
+        "metrics.json",
+        "checkpoint.pt",
+        "notes.tmp",
+    ):
+        (run_dir.path / name).write_text("x")
+    removed = run_dir.remove_stale_temporaries()
+    assert sorted(p.name for p in removed) == [".checkpoint.pt.y2.tmp", ".metrics.json.x1.tmp"]
+    assert sorted(p.name for p in run_dir.path.iterdir()) == ["checkpoint.pt", "metrics.json", "notes.tmp"]

@@ -7,6 +7,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tinyrun import SMALL_MODEL, TINY, comparable, run_dirs
 
 MLP = [*SMALL_MODEL["mlp"], *TINY]
@@ -86,8 +89,9 @@ def test_a_run_with_a_different_config_in_its_folder_is_refused_naming_the_diffe
     assert json.loads(path.read_text()) == record  # nothing lost
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_stops_cleanly_and_the_rerun_resumes_to_the_uninterrupted_result(
-    dropbench_env, dropbench, tmp_path
+    dropbench_env, dropbench, tmp_path, stop
 ):
     # Many short epochs, so that the interrupt lands mid-run, after some checkpoints.
     args = ["run", "model=mlp", "model.hidden=[64]", *TINY, "epochs=20", "batch_size=4"]
@@ -102,13 +106,16 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes_to_the_uninterrupted_result(
     deadline = time.monotonic() + 120
     while not list((tmp_path / "stopped").rglob("checkpoint.pt")) and time.monotonic() < deadline:
         time.sleep(0.01)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "run the same command again to resume" in stderr
+    assert f"{stop.name}: stopping after the current step" in stderr
     [interrupted] = records(tmp_path / "stopped").values()
     assert interrupted["status"] == "interrupted" and 1 <= len(interrupted["history"]) < 20
-    assert list((tmp_path / "stopped").rglob("checkpoint.pt"))
+    [checkpoint] = (tmp_path / "stopped").rglob("checkpoint.pt")
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["state"]["epoch"] == len(interrupted["history"])  # the record lists what was saved
 
     resumed = dropbench(*args, "results_dir=stopped")
     assert resumed.returncode == 0, resumed.stderr
@@ -119,3 +126,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes_to_the_uninterrupted_result(
     [whole] = records(tmp_path / "whole").values()
     assert stopped_then_resumed["status"] == "finished"
     assert comparable(stopped_then_resumed) == comparable(whole)
+    [run_dir] = {path.parent for path in (tmp_path / "stopped").rglob("metrics.json")}
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/acc")] == list(range(1, 21))  # each epoch once

@@ -6,11 +6,13 @@ root, a distro package's directory, or a download) and caches the parsed uint8 t
 later runs skip checksums and parsing entirely.
 """
 
+import contextlib
 import hashlib
 import json
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -222,6 +224,25 @@ def save_cache(path: str, raw: dict) -> None:
     torch_save_atomic(raw, path)
 
 
+CACHE_KEYS = ("train_x", "train_y", "test_x", "test_y", "classes", "origin")
+
+
+def read_cache(path: str) -> dict | None:
+    """The cached tensors in ``path``, or None (said in one line) when the file is damaged: the
+    cache is derived data, so a truncated or empty file is parsed again, never an error."""
+    try:
+        raw = torch.load(path, weights_only=True)
+        if not isinstance(raw, dict) or not set(CACHE_KEYS) <= raw.keys():
+            raise ValueError("not a dropbench cache")
+        return raw
+    except Exception as error:  # unpickling and zip errors share no base class
+        reason = " ".join(str(error).split())[:80] or type(error).__name__
+        print(f"dropbench: the cache file {path} is unreadable ({reason}); rebuilding it", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # so that no later look-up reads it again
+        return None
+
+
 def lookup_path(cache_dir: str, name: str, root: str, system_dirs: dict, verify: bool) -> str:
     """Where a past lookup of these arguments is remembered (see :func:`remembered_cache`)."""
     key = json.dumps([name, os.path.realpath(root), system_dirs, verify], sort_keys=True)
@@ -243,7 +264,9 @@ def remembered_cache(lookup: str) -> dict | None:
             entry = json.load(f)
         if file_stamps(list(entry["files"])) != entry["files"]:
             return None
-        raw = torch.load(entry["cache"], weights_only=True)
+        raw = read_cache(entry["cache"]) if os.path.isfile(entry["cache"]) else None
+        if raw is None:
+            return None
     except (OSError, ValueError, KeyError, RuntimeError):
         return None  # nothing remembered, files moved or changed: look them up again
     raw["origin"] = f"cache:{entry['cache']} ({raw['origin']})"
@@ -295,8 +318,8 @@ def load_raw(
             "set DROPBENCH_CACHE or dataset.cache_dir=... to a writable folder"
         ) from None
     path = cache_path(cache_dir, name, located, verify)
-    if os.path.isfile(path):
-        raw = torch.load(path, weights_only=True)
+    raw = read_cache(path) if os.path.isfile(path) else None
+    if raw is not None:
         raw["origin"] = f"cache:{path} ({raw['origin']})"
     else:
         if verify:
