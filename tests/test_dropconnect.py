@@ -9,6 +9,7 @@ from torch import nn
 
 from dropbench.regularizers.dropconnect import (
     DropConnectLinear,
+    closed_form_inference,
     compiled,
     dropconnect_linear,
     function,
@@ -442,3 +443,19 @@ def test_is_a_drop_in_nn_linear():
     assert sampled.extra_repr().endswith("inference=gaussian_sampled, samples=50, backend=eager")
     no_bias(torch.randn(3, 6)).sum().backward()
     assert no_bias.weight.grad is not None
+
+
+def test_bfloat16_variance_moves_the_closed_form_far_less_than_sampling_would():
+    """The layer's large calls may take the variance product in bfloat16 (4x faster where it is
+    native). Claimed bound: 0.001-0.002 sd, against the 0.03 sd Monte Carlo error of 1000 draws."""
+    torch.manual_seed(17)
+    weight, bias, x = torch.randn(300, 800) / 30, torch.randn(300) / 3, torch.relu(torch.randn(256, 800))
+    mean, var = gaussian_moments(x, weight, bias, 0.5)
+    exact = closed_form_inference(x, weight, bias, 0.5, relu=True)
+    low = closed_form_inference(x, weight, bias, 0.5, relu=True, variance_dtype=torch.bfloat16)
+    error = ((low - exact).abs() / var.sqrt()).max().item()
+    assert 0 < error < 0.002
+    layer = DropConnectLinear(800, 300, p=0.5, inference="gaussian", activation=torch.relu).eval()
+    layer.load_state_dict({"weight": weight, "bias": bias})
+    with torch.no_grad():  # 76,800 outputs: the compiled, maybe bfloat16, path
+        assert ((layer(x) - exact).abs() / var.sqrt()).max().item() < 0.002

@@ -30,14 +30,17 @@ def available() -> bool:
     return not _failed
 
 
-def run(name: str, *args) -> torch.Tensor | None:
-    """Kernel ``name`` of :data:`.kernels.KERNELS`, compiled, on ``args``; None if that failed."""
+def run(name: str, *args, dynamic: bool = False) -> torch.Tensor | None:
+    """Kernel ``name`` of :data:`.kernels.KERNELS`, compiled, on ``args``; None if that failed.
+
+    ``dynamic=True`` (element-wise kernels, where specialising gains nothing): one compile
+    for all shapes, for instance for an evaluation's last, smaller batch."""
     import torch._dynamo  # slow to import, and only needed here
 
     if _failed:
         return None
     if name not in _compiled:
-        _compiled[name] = torch.compile(KERNELS[name], fullgraph=True, dynamic=False)
+        _compiled[name] = torch.compile(KERNELS[name], fullgraph=True, dynamic=dynamic)
     try:
         with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, recompile_limit=RECOMPILE_LIMIT):
             return _compiled[name](*args)

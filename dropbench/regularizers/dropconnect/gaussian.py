@@ -23,7 +23,11 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def gaussian_moments(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: float
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    p: float,
+    variance_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and variance of each pre-activation u_k = s (sum_j M_kj W_kj x_j + m_k b_k) under
     the training masks (keep probability q = 1 - p, s = 1/q, all masks independent):
@@ -32,11 +36,30 @@ def gaussian_moments(
         var_k  = s^2 q (1 - q) (sum_j W_kj^2 x_j^2 + b_k^2) = p / (1 - p) (sum_j W_kj^2 x_j^2 + b_k^2)
 
     The paper's Section 3.1 with inverted scaling (unscaled: mean q W x, var q(1-q) (W*W)(x*x)).
+    ``variance_dtype``: the variance's matrix product in that dtype (see :data:`VARIANCE_DTYPE`).
     """
     p = check_drop_probability(p)
     mean = F.linear(x, weight, bias)
-    var = F.linear(x.square(), weight.square(), None if bias is None else bias.square())
+    low = variance_dtype or x.dtype
+    squares = [t.square().to(low) for t in (x, weight)]
+    var = F.linear(*squares, None if bias is None else bias.square().to(low)).to(mean.dtype)
     return mean, var.mul_(p / (1.0 - p))
+
+
+def fast_variance_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """bfloat16 where its matrix products are native (CUDA; CPUs with AVX512-BF16/AMX: 4x faster
+    than float32 on the 2-core EPYC), else None (float32).
+
+    Why it is safe: the terms of the variance are all positive, so rounding x^2, W^2 and the
+    sum to bfloat16 (8-bit mantissa, float32 accumulation) errs by at most about 0.6% in var,
+    0.3% in sd, and E[relu(u)] moves by at most phi(0) x 0.3% sd ~ 0.001 sd: 25x below the
+    Monte Carlo error (sd / sqrt(1000) ~ 0.03 sd) of the paper's own sampled estimate.
+    """
+    if x.dtype != torch.float32:
+        return None
+    if x.is_cuda or (x.device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return torch.bfloat16
+    return None
 
 
 def relu_gaussian_mean(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
@@ -55,13 +78,20 @@ def relu_gaussian_mean(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
 
 
 def closed_form_inference(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: float, relu: bool
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    p: float,
+    relu: bool,
+    combine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = relu_gaussian_mean,
+    variance_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """E[a(u)] under the Gaussian of :func:`gaussian_moments`, in closed form: the mean of u
-    itself (``relu=False``, no activation: no variance needed) or of relu(u)."""
+    itself (``relu=False``, no activation: no variance needed) or of relu(u), which
+    ``combine`` computes from the moments (the layer passes a compiled twin for large calls)."""
     if not relu:
         return F.linear(x, weight, bias)
-    return relu_gaussian_mean(*gaussian_moments(x, weight, bias, p))
+    return combine(*gaussian_moments(x, weight, bias, p, variance_dtype))
 
 
 def gaussian_inference(

@@ -16,7 +16,21 @@ from __future__ import annotations
 
 import torch
 
-from dropbench.regularizers.dropconnect.masks import keep_words
+from dropbench.regularizers.dropconnect.gaussian import relu_gaussian_mean
+from dropbench.regularizers.dropconnect.masks import keep_words, same_size_int
+
+
+def _masked(words: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``values`` (broadcast to words.shape + (32,)) where bit c of the word is set, else 0.
+
+    Lane c's bit is shifted to the sign and smeared over the word (two shifts), then ANDed
+    with the float's bits. In the forward loop this measured 15% faster than :func:`_kept`
+    and ``torch.where``; in the two gradient loops 20% slower, so they keep ``where``.
+    """
+    shifts = 31 - torch.arange(32, dtype=torch.int32, device=words.device)
+    lanes = (words.unsqueeze(-1) << shifts) >> 31
+    ints = same_size_int(values.element_size())
+    return (values.view(ints) & lanes.to(ints)).view(values.dtype)
 
 
 def _kept(words: torch.Tensor) -> torch.Tensor:
@@ -32,24 +46,15 @@ def keep_bits_kernel(keys: torch.Tensor, n: int, levels: int) -> torch.Tensor:
 
 def forward_kernel(words, bias_words, x_lanes, weight, bias):
     """y[g, k, c] = sum_j M_kj W_kj x[g, j, c] + m_k b_k, M, m bit c of ``words``, ``bias_words``."""
-    y = (torch.where(_kept(words), weight[..., None], 0.0) * x_lanes[:, None]).sum(2)
+    y = (_masked(words, weight[..., None]) * x_lanes[:, None]).sum(2)
     if bias is not None:
-        y = y + torch.where(_kept(bias_words), bias[:, None], 0.0)
+        y = y + _masked(bias_words, bias[:, None])
     return y
 
 
 def grad_x_kernel(words, weight, grad_lanes):
-    """dx[g, j, c] = sum_k M_kj W_kj grad[g, k, c].
-
-    The sum over k is split in two halves added at the end: inductor then keeps two
-    accumulator chains in one loop, which measured about 1.4x faster than one.
-    """
-    half = -(-words.shape[1] // 2)
-    parts = [
-        (torch.where(_kept(words[:, rows]), weight[rows, :, None], 0.0) * grad_lanes[:, rows, None, :]).sum(1)
-        for rows in (slice(0, half), slice(half, None))
-    ]
-    return parts[0] + parts[1]
+    """dx[g, j, c] = sum_k M_kj W_kj grad[g, k, c]."""
+    return (torch.where(_kept(words), weight[..., None], 0.0) * grad_lanes[:, :, None, :]).sum(1)
 
 
 def grad_weight_kernel(words, x_lanes, grad_lanes):
@@ -68,4 +73,6 @@ KERNELS = {
     "grad_x": grad_x_kernel,
     "grad_weight": grad_weight_kernel,
     "grad_bias": grad_bias_kernel,
+    # One pass instead of about fifteen element-wise ones: 30% of the evaluation time eagerly.
+    "relu_gaussian_mean": relu_gaussian_mean,
 }

@@ -8,8 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dropbench.regularizers.dropconnect import compiled
 from dropbench.regularizers.dropconnect.function import BACKENDS, CHUNK_ELEMENTS, PerExample
-from dropbench.regularizers.dropconnect.gaussian import closed_form_inference, gaussian_inference
+from dropbench.regularizers.dropconnect.gaussian import (
+    closed_form_inference,
+    fast_variance_dtype,
+    gaussian_inference,
+    relu_gaussian_mean,
+)
 from dropbench.regularizers.dropconnect.masks import float_bits, lane_masks, packed_keep_bits, same_size_int
 from dropbench.regularizers.dropout import check_drop_probability
 
@@ -23,6 +29,19 @@ def check_mode(name: str, value: object, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not a DropConnect {name} mode; valid: {', '.join(choices)}")
     return value  # type: ignore[return-value]
+
+
+#: Closed-form inference on at least this many outputs runs its element-wise part compiled
+#: and its variance product in bfloat16 where that is native (:func:`.gaussian.fast_variance_dtype`).
+FUSED_MIN_OUTPUTS = 1 << 16
+
+
+def _relu_mean(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """:func:`.gaussian.relu_gaussian_mean`, compiled for large calls (eager if that fails)."""
+    fused = None
+    if mean.numel() >= FUSED_MIN_OUTPUTS and compiled.available():
+        fused = compiled.run("relu_gaussian_mean", mean, var, dynamic=True)
+    return relu_gaussian_mean(mean, var) if fused is None else fused
 
 
 def is_relu(activation: object) -> bool:
@@ -132,7 +151,9 @@ class DropConnectLinear(nn.Linear):
             y = dropconnect_linear(x, self.weight, self.bias, self.p, self.mask, self.training, self.backend)
             return y if self.activation is None else self.activation(y)
         if self.inference == "gaussian":
-            return closed_form_inference(x, self.weight, self.bias, self.p, relu=self.activation is not None)
+            relu, large = self.activation is not None, x.numel() // x.shape[-1] * self.out_features
+            low = fast_variance_dtype(x) if large >= FUSED_MIN_OUTPUTS else None
+            return closed_form_inference(x, self.weight, self.bias, self.p, relu, _relu_mean, low)
         return gaussian_inference(x, self.weight, self.bias, self.p, self.activation, self.samples)
 
     def extra_repr(self) -> str:
