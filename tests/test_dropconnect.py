@@ -194,14 +194,17 @@ def fresh_compile_state(monkeypatch):
     monkeypatch.setattr(compiled, "_failed", [])
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_fused_kernels_match_the_eager_path(fresh_compile_state, bias):
+@pytest.mark.parametrize(("n_in", "n_out", "bias"), [(9, 11, True), (9, 11, False), (32, 16, True)])
+def test_fused_kernels_match_the_eager_path(fresh_compile_state, n_in, n_out, bias):
+    """(9, 11): the plain grad_x kernel; (32, 16): whole tiles, the tiled one."""
+
     def run(backend):
         torch.manual_seed(14)
-        x = torch.randn(40, 9, requires_grad=True)  # 40 rows: a padded second mask word
-        w, b = torch.randn(11, 9, requires_grad=True), torch.randn(11, requires_grad=True) if bias else None
+        x = torch.randn(40, n_in, requires_grad=True)  # 40 rows: a padded second mask word
+        w = torch.randn(n_out, n_in, requires_grad=True)
+        b = torch.randn(n_out, requires_grad=True) if bias else None
         y = dropconnect_linear(x, w, b, 0.3, backend=backend)
-        (y * torch.randn(40, 11)).sum().backward()
+        (y * torch.randn(40, n_out)).sum().backward()
         return y.detach(), x.grad, w.grad, *([b.grad] if bias else [])
 
     eager, fused = run("eager"), run("fused")

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from dropbench.regularizers.dropconnect import compiled
+from dropbench.regularizers.dropconnect.kernels import tiles_grad_x
 from dropbench.regularizers.dropconnect.masks import (
     apply_masks,
     drop_levels,
@@ -113,14 +114,22 @@ def _fused_backward(keep, x, weight, grad, wanted):
     words, bias_words = _split(keep, weight)
     grad_lanes = _lanes_last(grad)
     kernels = [
-        lambda: compiled.run("grad_x", words, weight, grad_lanes),
+        lambda: _fused_grad_x(words, weight, grad_lanes, x.shape[0]),
         lambda: compiled.run("grad_weight", words, _lanes_last(x), grad_lanes),
         lambda: compiled.run("grad_bias", bias_words, grad_lanes),
     ]
     grads = [kernel() if want else None for want, kernel in zip(wanted, kernels, strict=True)]
     if any(want and g is None for want, g in zip(wanted, grads, strict=True)):
         return None
-    return [None if grads[0] is None else _rows(grads[0], x.shape[0]), *grads[1:]]
+    return grads
+
+
+def _fused_grad_x(words, weight, grad_lanes, n):
+    if not tiles_grad_x(*weight.shape):
+        dx = compiled.run("grad_x", words, weight, grad_lanes)
+        return None if dx is None else _rows(dx, n)
+    dx = compiled.run("grad_x_tiled", words, weight, grad_lanes)  # (G, in / 16, 32, 16)
+    return None if dx is None else dx.transpose(1, 2).reshape(-1, weight.shape[1])[:n]
 
 
 def _eager_forward(keep, x, weight, bias, chunk):

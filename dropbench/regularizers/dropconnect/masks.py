@@ -1,16 +1,17 @@
-"""Keep bits for per-example DropConnect, bit-sliced: 32 independent keep bits to an int32 word.
+"""DropConnect keep bits, bit-sliced: 32 independent keep bits to an int32 word.
 
 Bit c of word r is the keep bit of mask entry r for example c of a group of 32 examples (the
-layout every kernel in :mod:`.kernels` and :mod:`.eager` reads). The rule is the one of
-:func:`~dropbench.regularizers.dropout.keep_mask`: an entry is dropped when its 16-bit
-uniform u is below D = 65536 p', p' = p rounded to 2**-16.
+layout :mod:`.kernels` and the eager backend of :mod:`.function` read). The rule is the one
+of :func:`~dropbench.regularizers.dropout.keep_mask`: an entry is dropped when its 16-bit
+uniform u is below D = 65536 p', p' = p rounded to 2**-16. The 16 bits of u are compared
+with D one bit plane (one 32-bit word of random bits per mask word) at a time.
 
-The random bits come from a counter-based generator: bit plane j of word n is a 32-bit hash
-of (n + key_j), with 16 keys drawn from torch's generator per call (so ``torch.manual_seed``
-fixes the masks). A hash of the counter, unlike torch's sequential generator, can be evaluated
-inside a fused ``torch.compile`` loop, 16 words at a time, and gives the same bits there and
-eagerly; this made the p = 0.2 mask draw about 20x cheaper than drawing the planes with
-``random_`` (``scripts/bench_dropconnect.py``).
+Per-example masks (:func:`hashed_keep_bits`) take their planes from a counter-based
+generator: plane j of word n is a 32-bit hash of (n + key_j), with 16 keys drawn from torch's
+generator per call (so ``torch.manual_seed`` fixes the masks). Unlike torch's sequential
+generator, a hash of the counter can be evaluated inside one fused ``torch.compile`` loop,
+16 words at a time, and gives the same bits there and eagerly. Per-batch masks (a few
+thousand words) keep torch's generator (:func:`packed_keep_bits`), and the masks of before.
 """
 
 from __future__ import annotations
