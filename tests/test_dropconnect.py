@@ -462,3 +462,26 @@ def test_bfloat16_variance_moves_the_closed_form_far_less_than_sampling_would():
     layer.load_state_dict({"weight": weight, "bias": bias})
     with torch.no_grad():  # 76,800 outputs: the compiled, maybe bfloat16, path
         assert ((layer(x) - exact).abs() / var.sqrt()).max().item() < 0.002
+
+
+def test_a_smaller_batch_reuses_the_larger_batch_kernels_with_the_same_masks(
+    fresh_compile_state, monkeypatch
+):
+    """An epoch's last batch (here 40 rows after 70: 2 groups after 3) is padded to the earlier
+    group count, so no kernel is compiled twice; its masks are those an unpadded call draws."""
+    monkeypatch.setattr(function, "_most_groups", {})
+    weight, bias = torch.randn(16, 32, requires_grad=True), torch.randn(16, requires_grad=True)
+
+    def run(rows, backend="fused"):
+        torch.manual_seed(18)
+        x = torch.randn(rows, 32, requires_grad=True)
+        y = dropconnect_linear(x, weight, bias, 0.3, backend=backend)
+        (y * y).sum().backward()
+        return y.detach(), x.grad
+
+    run(70)
+    padded = run(40)
+    assert function._most_groups[(16, 32, False, torch.float32, torch.device("cpu"))] == 3
+    eager = run(40, backend="eager")
+    assert torch.equal(padded[0] == 0, eager[0] == 0)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(padded, eager, strict=True))

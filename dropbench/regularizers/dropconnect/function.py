@@ -37,6 +37,8 @@ FUSED_MIN_ENTRIES = 1 << 22
 #: Mask entries expanded at once by the eager path (int32: 4 MiB), as whole rows.
 CHUNK_ELEMENTS = 1 << 20
 
+_most_groups: dict[tuple, int] = {}  # per layer shape: the most 32-row groups of a fused call
+
 
 def uses_fused(backend: str, entries: int) -> bool:
     """Whether a call with ``entries`` mask entries runs the fused kernels."""
@@ -53,6 +55,8 @@ class PerExample(torch.autograd.Function):
         n, size = x.shape[0], weight.numel()
         groups, row = -(-n // 32), size + (0 if bias is None else weight.shape[0])
         fused = uses_fused(backend, n * size)
+        if fused:
+            groups = _padded_groups(groups, (*weight.shape, bias is None, x.dtype, x.device))
         keep, drawn_p = _draw(groups, row, p, x.device, fused)
         ctx.save_for_backward(x, weight, keep)
         ctx.scale, ctx.has_bias, ctx.fused, ctx.chunk = 1.0 / (1.0 - drawn_p), bias is not None, fused, chunk
@@ -74,6 +78,20 @@ class PerExample(torch.autograd.Function):
         return (*grads, None, None, None)
 
 
+def _padded_groups(groups: int, layer: tuple) -> int:
+    """``groups``, or the larger count of an earlier call of the same layer shape if that is at
+    most twice as many: an epoch's last, partial batch then reuses the kernels compiled for the
+    full batches instead of compiling a second set (about 0.5 s a kernel even from inductor's
+    cache, several seconds per process). The extra rows are zero and their bits unused; the
+    real rows get the same words as unpadded (the counters of the first groups do not change).
+    """
+    most = _most_groups.get(layer, 0)
+    if groups <= most <= 2 * groups:
+        return most
+    _most_groups[layer] = max(most, groups)
+    return groups
+
+
 def _draw(groups: int, row: int, p: float, device, fused: bool) -> tuple[torch.Tensor, float]:
     """(groups, row) keep words; the compiled generator gives the eager one's words."""
     levels = drop_levels(p)
@@ -86,9 +104,9 @@ def _draw(groups: int, row: int, p: float, device, fused: bool) -> tuple[torch.T
     return hashed_keep_bits((groups, row), p, device)
 
 
-def _lanes_last(rows: torch.Tensor) -> torch.Tensor:
+def _lanes_last(rows: torch.Tensor, groups: int) -> torch.Tensor:
     """(n, f) rows -> (G, f, 32): zero rows appended up to 32 G, example index innermost."""
-    padded = F.pad(rows, (0, 0, 0, -rows.shape[0] % 32))
+    padded = F.pad(rows, (0, 0, 0, 32 * groups - rows.shape[0]))
     return padded.view(-1, 32, rows.shape[1]).transpose(1, 2).contiguous()
 
 
@@ -105,17 +123,18 @@ def _split(keep: torch.Tensor, weight: torch.Tensor):
 
 def _fused_forward(keep, x, weight, bias):
     words, bias_words = _split(keep, weight)
-    y = compiled.run("forward", words, None if bias is None else bias_words, _lanes_last(x), weight, bias)
+    x_lanes = _lanes_last(x, keep.shape[0])
+    y = compiled.run("forward", words, None if bias is None else bias_words, x_lanes, weight, bias)
     return None if y is None else _rows(y, x.shape[0])
 
 
 def _fused_backward(keep, x, weight, grad, wanted):
     """[dx, dW, db] from the fused kernels (None where not wanted), or None if one failed."""
     words, bias_words = _split(keep, weight)
-    grad_lanes = _lanes_last(grad)
+    grad_lanes = _lanes_last(grad, keep.shape[0])
     kernels = [
         lambda: _fused_grad_x(words, weight, grad_lanes, x.shape[0]),
-        lambda: compiled.run("grad_weight", words, _lanes_last(x), grad_lanes),
+        lambda: compiled.run("grad_weight", words, _lanes_last(x, keep.shape[0]), grad_lanes),
         lambda: compiled.run("grad_bias", bias_words, grad_lanes),
     ]
     grads = [kernel() if want else None for want, kernel in zip(wanted, kernels, strict=True)]
