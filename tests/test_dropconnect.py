@@ -208,12 +208,8 @@ def test_fused_kernels_match_the_eager_path(fresh_compile_state, n_in, n_out, bi
         return y.detach(), x.grad, w.grad, *([b.grad] if bias else [])
 
     eager, fused = run("eager"), run("fused")
-    assert compiled.available() and set(compiled._compiled) >= {
-        "keep_bits",
-        "forward",
-        "grad_x",
-        "grad_weight",
-    }
+    assert compiled.available() and set(compiled._compiled) >= {"keep_bits", "forward", "grad_weight"}
+    assert ("grad_x_tiled" if n_in == 32 else "grad_x") in compiled._compiled
     assert torch.equal(eager[0] == 0, fused[0] == 0)  # the same masks: the same bits drawn
     assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(eager, fused, strict=True))
     assert torch.equal(eager[2] == 0, fused[2] == 0)  # dropped for every row: exactly zero in both
