@@ -1,16 +1,22 @@
-"""How much do DropConnect's per-batch and per-example masks cost next to Dropout, on the CPU?
+"""How much does DropConnect cost next to a dense layer and Dropout, on the CPU, at every p?
 
-Times forward + backward of one layer (784->800 and 800->800, batch 128): nn.Linear followed
-by inverted ``Dropout`` on its output, ``DropConnectLinear(mask="batch")`` and
-``DropConnectLinear(mask="example")``, the latter also with its fused (torch.compile) kernels
-switched off; then one whole MLP training step (784-800-800-10 on
-random data, cross-entropy, Adam) with Dropout after both hidden layers vs DropConnect hidden
-layers. Variants run round-robin, so slow spells of a shared machine hit all of them; each
-ratio is the median over rounds of (variant / dropout) in the same round. Peak memory is the
-largest total of live tensors allocated during one forward + backward (torch.profiler), and
-is printed beside the batch x out x in float32 tensor that a naive per-example layer makes.
+Layer level: forward + backward of one layer (784->800 without and 800->800 with an input
+gradient, batch 128) for every p: ``nn.Linear`` (dense), ``nn.Linear`` then inverted
+``Dropout`` (dropout), ``DropConnectLinear(mask="batch")`` and ``mask="example"`` (fused
+backend; ``--eager`` adds the eager backend at p = 0.5). Model level: one Adam step of the
+784-800-800-10 MLP (random data) with Dropout vs DropConnect per example, every p; and the
+evaluation forward (batch 1024) with mean vs Gaussian (closed-form) inference.
 
-    python scripts/bench_dropconnect.py [--repeats 15] [--threads 2] [--p 0.5 0.2]
+All variants of a table run round-robin, so slow spells of a shared machine hit all of them;
+each ratio is the median over rounds of (variant / reference) in the same round. Peak memory
+is the largest total of live tensors allocated during one forward + backward (torch.profiler),
+beside the batch x out x in float32 tensor that a naive per-example layer would make.
+
+    python scripts/bench_dropconnect.py [--repeats 15] [--threads 2] [--out results/dropconnect_layer.md]
+
+On a host shared with other busy processes, run it with ``OMP_WAIT_POLICY=PASSIVE``: by
+default OpenMP's idle workers spin, and with fewer free cores than threads the spinning
+workers and the descheduled ones make each fused kernel wait (3x slower epochs measured).
 """
 
 from __future__ import annotations
@@ -28,51 +34,40 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from dropbench.models.mlp import MLP
-from dropbench.regularizers import Dropout, dropconnect
+from dropbench.regularizers import Dropout
 from dropbench.regularizers.dropconnect import DropConnectLinear
 
 Step = Callable[[], None]
+P_VALUES = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 
 
-def layer_steps(n_in: int, n_out: int, batch: int, p: float) -> dict[str, Step]:
+def layer_steps(n_in: int, n_out: int, batch: int, ps, eager: bool) -> dict[str, Step]:
     """One forward + backward of each layer variant, with the same weights and input."""
     x = torch.randn(batch, n_in, requires_grad=n_in != 784)  # the image layer needs no input gradient
-    linear, drop = nn.Linear(n_in, n_out), Dropout(p)
-    variants: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"dropout": lambda v: drop(linear(v))}
-    for mask in ("batch", "example"):
-        layer = DropConnectLinear(n_in, n_out, p=p, mask=mask)
-        layer.load_state_dict(linear.state_dict())
-        variants[f"dropconnect {mask}"] = layer
-
-    def step(forward: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        forward(x).sum().backward()
-
-    steps = {name: functools.partial(step, forward) for name, forward in variants.items()}
-    steps["dropconnect example, eager path"] = eager(steps["dropconnect example"])
-    return steps
+    linear = nn.Linear(n_in, n_out)
+    forwards: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"dense": linear}
+    for p in ps:
+        forwards[f"dropout {p}"] = functools.partial(lambda drop, v: drop(linear(v)), Dropout(p))
+        variants = [("batch", "auto"), ("example", "fused")] + [("example", "eager")] * (eager and p == 0.5)
+        for mask, backend in variants:
+            layer = DropConnectLinear(n_in, n_out, p=p, mask=mask, backend=backend)
+            layer.load_state_dict(linear.state_dict())
+            forwards[f"{mask} {backend} {p}"] = layer
+    return {name: functools.partial(_backward, forward, x) for name, forward in forwards.items()}
 
 
-def eager(step: Step) -> Step:
-    """``step`` with the per-example layer's fused kernels switched off."""
-
-    def run() -> None:
-        fused_min = dropconnect.FUSED_MIN_ENTRIES
-        dropconnect.FUSED_MIN_ENTRIES = 1 << 62
-        try:
-            step()
-        finally:
-            dropconnect.FUSED_MIN_ENTRIES = fused_min
-
-    return run
+def _backward(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> None:
+    forward(x).sum().backward()
 
 
-def mlp_steps(batch: int, p: float) -> dict[str, Step]:
-    """One Adam training step of the 784-800-800-10 MLP per regularizer, on random data."""
+def mlp_steps(batch: int, ps) -> dict[str, Step]:
+    """One Adam training step of the 784-800-800-10 MLP per regularizer and p, on random data."""
     x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
-    models = {"dropout": MLP((1, 28, 28), 10, drop=functools.partial(Dropout, p=p))}
-    for mask in ("batch", "example"):
-        linear = functools.partial(DropConnectLinear, p=p, mask=mask, activation=torch.relu)
-        models[f"dropconnect {mask}"] = MLP((1, 28, 28), 10, linear=linear)
+    models = {}
+    for p in ps:
+        models[f"dropout {p}"] = MLP((1, 28, 28), 10, drop=functools.partial(Dropout, p=p))
+        linear = functools.partial(DropConnectLinear, p=p, mask="example", activation=torch.relu)
+        models[f"example fused {p}"] = MLP((1, 28, 28), 10, linear=linear)
 
     def step(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -83,6 +78,17 @@ def mlp_steps(batch: int, p: float) -> dict[str, Step]:
         name: functools.partial(step, model.train(), torch.optim.Adam(model.parameters(), lr=1e-3))
         for name, model in models.items()
     }
+
+
+def eval_steps(batch: int, p: float) -> dict[str, Step]:
+    """The MLP's evaluation forward with mean and with closed-form Gaussian inference."""
+    x = torch.randn(batch, 1, 28, 28)
+    steps = {}
+    for inference in ("mean", "gaussian"):
+        linear = functools.partial(DropConnectLinear, p=p, inference=inference, activation=torch.relu)
+        model = MLP((1, 28, 28), 10, linear=linear).eval()
+        steps[inference] = functools.partial(torch.no_grad()(model), x)
+    return steps
 
 
 def time_round_robin(steps: dict[str, Step], repeats: int) -> dict[str, list[float]]:
@@ -110,16 +116,49 @@ def peak_bytes(step: Step) -> int:
     return peak
 
 
-def table(title: str, seconds: dict[str, list[float]], memory: dict[str, int] | None = None) -> list[str]:
-    base = seconds["dropout"]
-    lines = [f"### {title}", "", "| variant | median ms | min ms | x dropout (median of rounds) |"]
-    if memory:
-        lines[-1] += " peak live MiB |"
-    lines.append("|---|---|---|---|" + ("---|" if memory else ""))
-    for name, times in seconds.items():
-        ratio = statistics.median(t / b for t, b in zip(times, base, strict=True))
-        line = f"| {name} | {1e3 * statistics.median(times):.2f} | {1e3 * min(times):.2f} | {ratio:.2f} |"
-        lines.append(line + (f" {memory[name] / 2**20:.1f} |" if memory else ""))
+def ratio(seconds: dict[str, list[float]], name: str, reference: str) -> float:
+    return statistics.median(t / b for t, b in zip(seconds[name], seconds[reference], strict=True))
+
+
+def ratio_of_mins(seconds: dict[str, list[float]], name: str, reference: str) -> float:
+    """min / min: each variant's least disturbed round, robust where another process takes
+    cores for whole scheduler slices (a 2-thread step then waits milliseconds on one thread)."""
+    return min(seconds[name]) / min(seconds[reference])
+
+
+def ms(times: list[float]) -> str:
+    return f"{1e3 * statistics.median(times):.2f}"
+
+
+def layer_table(title: str, seconds, memory, ps) -> list[str]:
+    head = "| p | dense ms | dropout ms | batch ms | example ms | example / dense | example / dropout |"
+    head += " same, min / min | example peak MiB |"
+    lines = [f"### {title}", "", head, "|---" * 9 + "|"]
+    for p in ps:
+        name = f"example fused {p}"
+        cells = [str(p), ms(seconds["dense"]), ms(seconds[f"dropout {p}"]), ms(seconds[f"batch auto {p}"])]
+        cells += [ms(seconds[name]), f"{ratio(seconds, name, 'dense'):.2f}"]
+        cells += [
+            f"{ratio(seconds, name, f'dropout {p}'):.2f}",
+            f"{ratio_of_mins(seconds, name, f'dropout {p}'):.2f}",
+        ]
+        cells.append(f"{memory[name] / 2**20:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    if "example eager 0.5" in seconds:
+        eager = ratio(seconds, "example eager 0.5", "dense")
+        lines += ["", f"Eager backend at p=0.5: {ms(seconds['example eager 0.5'])} ms, {eager:.1f}x dense."]
+    return lines + [""]
+
+
+def mlp_table(seconds, ps) -> list[str]:
+    lines = ["### MLP 784-800-800-10 training step, Adam, batch 128", ""]
+    head = "| p | dropout ms | DropConnect per example ms | example / dropout | same, min / min |"
+    lines += [head, "|---|---|---|---|---|"]
+    for p in ps:
+        name, dropout = f"example fused {p}", f"dropout {p}"
+        cells = [str(p), ms(seconds[dropout]), ms(seconds[name]), f"{ratio(seconds, name, dropout):.2f}"]
+        cells.append(f"{ratio_of_mins(seconds, name, dropout):.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
 
@@ -136,30 +175,38 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="measured rounds (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--p", type=float, nargs="+", default=[0.5, 0.2], help="drop probabilities")
+    parser.add_argument("--p", type=float, nargs="+", default=list(P_VALUES), help="drop probabilities")
+    parser.add_argument("--eager", action="store_true", help="also time the eager backend at p=0.5")
+    parser.add_argument("--out", help="also write the tables to this markdown file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     lines = [
         f"CPU: {cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
-        f"batch {args.batch_size}, {args.repeats} rounds after a warm-up.",
+        f"batch {args.batch_size}, {args.repeats} rounds after a warm-up; median ms.",
         "",
     ]
-    for p in args.p:
-        for n_in, n_out in [(784, 800), (800, 800)]:
-            steps = layer_steps(n_in, n_out, args.batch_size, p)
-            memory = {name: peak_bytes(step) for name, step in steps.items()}
-            naive = args.batch_size * n_in * n_out * 4 / 2**20
-            title = (
-                f"Layer {n_in}->{n_out}, p={p}, forward + backward (naive per-example mask: {naive:.0f} MiB)"
-            )
-            lines += table(title, time_round_robin(steps, args.repeats), memory)
-        lines += table(
-            f"MLP 784-800-800-10 training step, Adam, p={p}",
-            time_round_robin(mlp_steps(args.batch_size, p), args.repeats),
-        )
+    for n_in, n_out in [(784, 800), (800, 800)]:
+        steps = layer_steps(n_in, n_out, args.batch_size, args.p, args.eager)
+        memory = {name: peak_bytes(step) for name, step in steps.items() if name.startswith("example fused")}
+        naive = args.batch_size * n_in * n_out * 4 / 2**20
+        title = f"Layer {n_in}->{n_out}, forward + backward (naive per-example mask: {naive:.0f} MiB)"
+        lines += layer_table(title, time_round_robin(steps, args.repeats), memory, args.p)
         print("\n".join(lines), flush=True)
-        lines = []
+    lines += mlp_table(time_round_robin(mlp_steps(args.batch_size, args.p), args.repeats), args.p)
+    evals = time_round_robin(eval_steps(1024, 0.5), args.repeats)
+    lines += [
+        "### MLP evaluation forward, batch 1024, p=0.5",
+        "",
+        f"Mean inference {ms(evals['mean'])} ms, closed-form Gaussian {ms(evals['gaussian'])} ms: "
+        f"{ratio(evals, 'gaussian', 'mean'):.2f}x "
+        f"(min / min: {ratio_of_mins(evals, 'gaussian', 'mean'):.2f}x).",
+        "",
+    ]
+    print("\n".join(lines[-8:]), flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines))
 
 
 if __name__ == "__main__":
