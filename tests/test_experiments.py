@@ -66,3 +66,19 @@ def test_each_finding_is_filled_by_experiments_that_write_into_its_folder():
         assert (ROOT / "results" / "findings" / finding / "README.md").is_file(), finding
     used = {experiment for experiments in findings.values() for experiment in experiments}
     assert set(EXPERIMENTS) - used == {"mlp_reg_p"}  # the sweep issue's acceptance sweep, not a finding
+
+
+@pytest.mark.parametrize("finding", ["cnn_spatial", "mlp_p_curve"])
+def test_the_committed_paired_verdicts_are_what_the_rejudge_script_makes_from_runs_csv(tmp_path, finding):
+    spec = importlib.util.spec_from_file_location(
+        "rejudge_findings", ROOT / "scripts" / "rejudge_findings.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    committed = ROOT / "results" / "findings" / finding
+    (tmp_path / "runs.csv").write_text((committed / "runs.csv").read_text())
+    module.judge_finding(tmp_path)
+    made = sorted(p.name for p in tmp_path.glob("*_paired.csv"))
+    assert made, "no paired table made"
+    for name in made:
+        assert (tmp_path / name).read_text() == (committed / name).read_text(), name

@@ -388,3 +388,20 @@ def test_cli_error_from_a_subprocess(tmp_path):
     )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [f"dropbench: error: {str(missing)!r} does not exist"]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda r: [r], "status None"),
+        (lambda r: r | {"config": r["config"] | {"p": "high"}}, "config/p = 'high', not a number"),
+        (lambda r: r | {"config": r["config"] | {"seed": 1.5}}, "config/seed = 1.5, not a number"),
+        (lambda r: r | {"final": r["final"] | {"test/acc": "x"}}, "final/test/acc = 'x', not a number"),
+    ],
+)
+def test_a_record_of_the_wrong_shape_is_listed_as_corrupt_with_its_reason(tmp_path, change, reason):
+    from dropbench.report.runs import Problem, read_run
+
+    folder = write_run(tmp_path / "run", change(record("dropout", 0.5, {}, 0.0, 0, 0.9, 0.9)))
+    found = read_run(folder)
+    assert isinstance(found, Problem) and found.status == "corrupt" and reason in found.reason

@@ -77,13 +77,14 @@ def curves(
         if history.empty:
             continue
         color = palette[label]
+        marker = "o" if len(history) == 1 else None  # one epoch is a point: a line alone draws nothing
         for split, style in (("train", "-"), ("val", "--")):
             if f"{split}/loss" in history:
-                loss_ax.plot(history.index, history[f"{split}/loss"], style, color=color)
+                loss_ax.plot(history.index, history[f"{split}/loss"], style, color=color, marker=marker)
             if f"{split}/acc" in history:
-                acc_ax.plot(history.index, 100 * history[f"{split}/acc"], style, color=color)
+                acc_ax.plot(history.index, 100 * history[f"{split}/acc"], style, color=color, marker=marker)
             elif f"{split}/mse" in history:  # a reconstruction
-                acc_ax.plot(history.index, 1000 * history[f"{split}/mse"], style, color=color)
+                acc_ax.plot(history.index, 1000 * history[f"{split}/mse"], style, color=color, marker=marker)
         drawn.append(Line2D([], [], color=color, label=f"{with_p(label, p)} (n={len(runs)})"))
     if not drawn:
         return None

@@ -14,6 +14,8 @@ from dropbench.atomic import write_atomic, write_text_atomic
 from dropbench.report.tables import NO_P, Table
 
 FIGURE_FORMATS = ("png", "svg")
+#: CSV numbers to 10 significant digits: 7.49, not 7.489999999999997 (float noise of a mean)
+CSV_FLOAT = "%.10g"
 DPI = 150
 
 
@@ -87,6 +89,8 @@ def write_table(table: Table, stem: Path, caption: str) -> list[Path]:
     """``stem.md``, ``stem.csv`` (the numbers, not the formatted cells) and ``stem.tex``."""
     return [
         write_text(sibling(stem, "md"), markdown(table)),
-        write_atomic(sibling(stem, "csv"), lambda tmp: table.numbers.to_csv(tmp, index=False)),
+        write_atomic(
+            sibling(stem, "csv"), lambda tmp: table.numbers.to_csv(tmp, index=False, float_format=CSV_FLOAT)
+        ),
         write_text(sibling(stem, "tex"), latex(table, caption, stem.name)),
     ]

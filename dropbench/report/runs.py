@@ -98,7 +98,32 @@ def read_run(folder: Path) -> Run | Problem:
     missing = missing_keys(record)
     if missing:
         return Problem(folder, "corrupt", f"metrics.json lacks {', '.join(missing)}")
+    wrong = wrong_types(record)
+    if wrong:
+        return Problem(folder, "corrupt", f"metrics.json has {wrong}")
     return Run(folder, record)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def wrong_types(record: dict[str, Any]) -> str | None:
+    """The first identity setting or metric of a finished record whose type is wrong, or None."""
+    config = record["config"]
+    checks = {
+        "seed": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "p": lambda v: v is None or is_number(v),
+    }
+    for key in REQUIRED_CONFIG:
+        valid = checks.get(key, lambda v: isinstance(v, str))
+        if not valid(config[key]):
+            return f"config/{key} = {config[key]!r}, not a {'number' if key in checks else 'name'}"
+    for section in ("final", "best"):
+        for key, value in record[section].items():
+            if value is not None and not is_number(value):
+                return f"{section}/{key} = {value!r}, not a number"
+    return None
 
 
 def scan(paths: list[Path]) -> tuple[list[Run], list[Problem]]:
