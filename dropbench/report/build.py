@@ -11,7 +11,7 @@ import pandas as pd
 from dropbench.errors import DropbenchError
 from dropbench.report import dedupe, paired, plots, tables
 from dropbench.report.labels import add_labels
-from dropbench.report.render import CSV_FLOAT, markdown, save_figure, write_table, write_text
+from dropbench.report.render import markdown, save_figure, write_table, write_text
 from dropbench.report.runs import Run, in_shape, runs_frame, scan
 from dropbench.tasks import Reconstruction
 
@@ -128,11 +128,12 @@ def column_kind(name: str) -> int:
 
 
 def write_runs(labeled: list[pd.DataFrame], out: Output) -> None:
-    """``runs.csv``: every finished run, one row each."""
+    """``runs.csv``: every finished run, one row each, its numbers exactly as recorded (the
+    summary tables' CSVs are rounded to 10 significant digits; this is the data behind them)."""
     frame = pd.concat(labeled)
     columns = IDENTITY + sorted((c for c in frame.columns if c not in IDENTITY), key=column_kind)
     out.files.append(
-        write_text(out.folder / RUNS_FILE, frame[columns].to_csv(index=False, float_format=CSV_FLOAT))
+        write_text(out.folder / RUNS_FILE, frame[columns].to_csv(index=False))
     )
 
 
