@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,8 @@ from dropbench.train import FitOptions, FitResult, FitState, Metrics, Training, 
 from dropbench.weightmap import first_layer_weight, reconstruction_grid, weight_grid
 
 log = logging.getLogger("dropbench")
+#: Set by ``dropbench run`` (and inherited by a launcher's workers): when the command started.
+COMMAND_STARTED = "DROPBENCH_COMMAND_STARTED"
 #: Test images shown beside their reconstructions in TensorBoard (the first ones: the same in every run)
 RECONSTRUCTED_IMAGES = 16
 
@@ -69,6 +73,19 @@ class RunLifecycle:
         check_same_config(self.run_dir.path, f"{record['status']} run", stored, self.defining)
         return record
 
+    def made_by_this_command(self) -> dict[str, Any] | None:
+        """With force=true: the record of this run if this very command already re-ran it. A
+        sweep over p of a reg that ignores p lands in one folder once per p; force must train
+        it once, not wipe and retrain it each time."""
+        started = os.environ.get(COMMAND_STARTED)
+        try:
+            record = json.loads(self.run_dir.metrics.read_text())
+            finished = datetime.fromisoformat(record["finished_at"]).timestamp()
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        done = record.get("status") in DONE_STATUSES
+        return record if done and started is not None and finished >= float(started) else None
+
     def train(self, data: DataSplits) -> FitResult:
         """Build, resume if a checkpoint exists, train with per-epoch checkpoints and logging."""
         knobs, checkpoint = self.knobs, self.run_dir.checkpoint
@@ -96,6 +113,7 @@ class RunLifecycle:
             knobs.mc_samples,
             progress=sys.stderr.isatty(),
             check_stop=STOP.check,
+            on_progress=None if sys.stderr.isatty() else self.log_progress,
         )
         try:
             result = fit(
@@ -111,6 +129,20 @@ class RunLifecycle:
         finally:
             scalars.close()
         return result
+
+    def log_progress(self, epoch: int, step: int, steps: int, seconds: float) -> None:
+        """A progress line where no bar shows: step, samples/s and the epoch's time left."""
+        rate = step * self.knobs.batch_size / seconds
+        left = seconds * (steps - step) / step
+        log.info(
+            "epoch %d/%d: step %d/%d, %.0f samples/s, %.0f s left in this epoch",
+            epoch,
+            self.knobs.epochs,
+            step,
+            steps,
+            rate,
+            left,
+        )
 
     def hparams(self) -> dict[str, Any]:
         """The HParams summary's settings: the record's, the setup groups' and the reg's own."""
@@ -142,13 +174,11 @@ class RunLifecycle:
         """Skip, resume or train; write the record. Returns the best validation accuracy."""
         for stale in self.run_dir.remove_stale_temporaries():  # under the run's lock
             log.info("removed %s, left by a write that was stopped", stale)
-        earlier = None if self.force else self.earlier_result()
+        earlier = self.made_by_this_command() if self.force else self.earlier_result()
         if earlier is not None:
             note = "" if self.uses_p else f" (reg={self.choices['reg']} ignores p: one run serves every p)"
-            print(
-                f"dropbench: skip {self.run_dir.path}: {earlier['status']} already{note}; "
-                "force=true re-runs it"
-            )
+            again = "re-run by this command already" if self.force else "already; force=true re-runs it"
+            print(f"dropbench: skip {self.run_dir.path}: {earlier['status']} {again}{note}")
             task = TASKS.get(earlier.get("task", Classification.name), Classification)()
             return task.objective(earlier.get("best") or {})
         if self.force:
@@ -231,7 +261,7 @@ def task(cfg: DictConfig) -> float:
         STOP.install()
         return run.execute()
     except DropbenchError as error:
-        run_dir.remove_if_untouched()
+        run_dir.remove_if_untouched(Path(os.path.expanduser(str(cfg.results_dir))))
         if sweeping:
             print(f"dropbench: skip {run_dir.path}: {error}", file=sys.stderr)
             return math.nan

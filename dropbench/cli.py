@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from dropbench import __version__
 from dropbench.errors import DropbenchError
@@ -45,7 +46,7 @@ def run(arguments: list[str]) -> int:
     """``dropbench run [hydra arguments]``: check what Hydra would report badly, then run Hydra."""
     import hydra  # imported here so `dropbench --help` stays instant
 
-    from dropbench.app import task
+    from dropbench.app import COMMAND_STARTED, task
 
     configs = config_dir()
     arguments = [expand_home(argument) for argument in arguments]
@@ -54,6 +55,8 @@ def run(arguments: list[str]) -> int:
     except DropbenchError as error:
         print(f"dropbench: error: {error}", file=sys.stderr)
         return 2
+    # when this command started, for its runs (and a launcher's workers, which inherit it)
+    os.environ.setdefault(COMMAND_STARTED, str(time.time()))
     sys.argv = ["dropbench run", *arguments]  # Hydra parses sys.argv
     try:
         hydra.main(config_path=str(configs), config_name="config", version_base="1.3")(task)()

@@ -40,7 +40,7 @@ def run_record(
         "git_commit": git_commit(Path(__file__).parent),
         "torch": torch.__version__,
         "device": device,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         "history": history,
         **details,
     }

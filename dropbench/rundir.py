@@ -89,7 +89,18 @@ class RunDir:
             path.unlink(missing_ok=True)
         return stale
 
-    def remove_if_untouched(self) -> None:
-        """Remove the folder if it holds only what Hydra wrote before the task (nothing of a run)."""
-        if self.path.is_dir() and {p.name for p in self.path.iterdir()} <= self.BEFORE_TASK:
-            shutil.rmtree(self.path, ignore_errors=True)
+    def remove_if_untouched(self, results_dir: Path | None = None) -> None:
+        """Remove the folder if it holds only what Hydra wrote before the task (nothing of a run),
+        and then its parents below ``results_dir`` that this leaves empty."""
+        if not (self.path.is_dir() and {p.name for p in self.path.iterdir()} <= self.BEFORE_TASK):
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+        if results_dir is None:
+            return
+        top, parent = results_dir.resolve(), self.path.resolve().parent
+        while parent != top and top in parent.parents:
+            try:
+                parent.rmdir()  # only if empty: another run's folder keeps it
+            except OSError:
+                break
+            parent = parent.parent

@@ -112,6 +112,7 @@ OTHERS = (
     Setting("dataset.download", Role.RUNTIME),
     Setting("dataset.verify", Role.RUNTIME),
     Setting("dataset.system_dirs", Role.RUNTIME),
+    Setting("dataset.install_hint", Role.RUNTIME),
     Setting("reg.layers", Role.WIRING),
     Setting("reg.folder", Role.WIRING),
     Setting("reg.uses_p", Role.WIRING),

@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
@@ -18,6 +19,8 @@ from dropbench.tasks import Classification, Metrics, Task
 #: Steps between checks for a non-finite loss: a diverged run stops within this many steps,
 #: and the loop synchronises with the device only this often.
 DIVERGENCE_CHECK_STEPS = 50
+#: Seconds between progress calls within an epoch (FitOptions.on_progress)
+PROGRESS_EVERY_S = 30.0
 
 
 @dataclass
@@ -42,6 +45,9 @@ class FitOptions:
     mc_samples: int | None = None  # T > 1 adds test_mc/*: MC dropout over T passes
     progress: bool = False  # tqdm bars (on a terminal)
     check_stop: Callable[[], None] = lambda: None  # raises KeyboardInterrupt on a stop request
+    #: called with (epoch, step, steps, seconds into the epoch) every PROGRESS_EVERY_S during an
+    #: epoch: a progress line where no tqdm bar shows (a log file, CI, a cluster job)
+    on_progress: Callable[[int, int, int, float], None] | None = None
 
 
 @dataclass
@@ -73,6 +79,7 @@ def train_epoch(
     batch_size: int,
     progress: bool = False,
     check_stop: Callable[[], None] = lambda: None,
+    on_progress: Callable[[int, int, float], None] | None = None,
 ) -> Metrics:
     """One pass over the shuffled training split. Returns running ``train/loss`` and the task's running metric
     (``train/acc``, ``train/mse``).
@@ -90,6 +97,7 @@ def train_epoch(
     batches = iterate_batches(data.train_x, data.train_y, batch_size, training.generator, data.augment)
     total = -(-len(data.train_y) // batch_size)
     batches = tqdm(batches, total=total, desc="train", leave=False, disable=not progress)
+    start = last_report = time.perf_counter()
     for step, (inputs, targets) in enumerate(batches, 1):
         output = model(inputs)
         loss = task.loss(output, inputs, targets)
@@ -101,6 +109,9 @@ def train_epoch(
         loss_sum += loss.detach() * len(targets)
         hits += task.hits(output, inputs, targets)
         check_stop()  # between steps: the last checkpoint stays consistent with the record
+        if on_progress is not None and time.perf_counter() - last_report >= PROGRESS_EVERY_S:
+            last_report = time.perf_counter()
+            on_progress(step, total, last_report - start)
         if step % DIVERGENCE_CHECK_STEPS == 0 and not torch.isfinite(loss_sum):
             return {name: math.nan for name in task.running(0.0, 0.0, 1)}
     return task.running(loss_sum.item(), hits.item(), len(data.train_y))
@@ -136,7 +147,14 @@ def fit(
         start = time.perf_counter()
         row: Metrics = {
             "epoch": epoch,
-            **train_epoch(training, data, options.batch_size, options.progress, options.check_stop),
+            **train_epoch(
+                training,
+                data,
+                options.batch_size,
+                options.progress,
+                options.check_stop,
+                None if options.on_progress is None else partial(options.on_progress, epoch),
+            ),
         }
         row["epoch_time_s"] = time.perf_counter() - start
         state.train_seconds += row["epoch_time_s"]

@@ -203,6 +203,7 @@ def test_bad_input_fails_with_one_line_and_leaves_no_run(dropbench, tmp_path, ba
     assert any(hint in lines[0] for hint in ("valid", "must be", "[0, 1)", "use ", "did you mean", "--help"))
     assert "Traceback" not in done.stderr + done.stdout
     assert not list((tmp_path / "results").rglob("metrics.json")) and not run_dirs(tmp_path / "results")
+    assert not list((tmp_path / "results").rglob("*"))  # not even the empty folders of the run's path
 
 
 def test_unwritable_results_dir_is_a_one_line_error(dropbench, tmp_path):

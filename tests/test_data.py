@@ -216,6 +216,24 @@ def test_offline_download_is_one_line_naming_every_place(
     assert "download failed" in text
 
 
+def test_a_failed_download_leaves_no_files_and_suggests_no_download_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    md5s = write_mnist_like(tmp_path / "server", N_TRAIN, N_TEST)
+    monkeypatch.setattr(MNIST, "resources", list(md5s.items()))
+    for name in list(md5s)[1:]:
+        (tmp_path / "server" / name).unlink()  # the mirror has the first file only
+    (tmp_path / "root").mkdir()
+    with serve_directory(tmp_path / "server") as url:
+        monkeypatch.setattr(MNIST, "mirrors", [url])
+        with pytest.raises(DataError) as excinfo:
+            load(tmp_path, download=True, install_hint="or apt-get install the-package")
+    text = error_text(excinfo)
+    assert "download failed" in text and "or apt-get install the-package, or run again online" in text
+    assert "dataset.download=true" not in text  # it was on
+    assert list((tmp_path / "root").rglob("*")) == []  # the first file came and went
+
+
 def test_missing_without_download_says_how_to_provide(tmp_path: Path) -> None:
     with pytest.raises(DataError) as excinfo:
         load(tmp_path, name="cifar10", source="CIFAR10")

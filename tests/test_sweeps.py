@@ -47,6 +47,18 @@ def test_a_repeated_sweep_skips_finished_runs_and_force_reruns_them(dropbench, t
     assert {k: comparable(r) for k, r in rerun.items()} == {k: comparable(r) for k, r in first.items()}
 
 
+def test_force_with_a_reg_that_ignores_p_retrains_its_one_run_once_per_command(dropbench, tmp_path):
+    sweep = ["run", "-m", *MLP, "epochs=1", "reg=none", "p=0.2,0.5,0.8"]
+    assert dropbench(*sweep).returncode == 0
+    [first] = records(tmp_path / "results").values()
+    forced = dropbench(*sweep, "force=true")
+    assert forced.returncode == 0, forced.stderr
+    skips = [line for line in forced.stdout.splitlines() if line.startswith("dropbench: skip")]
+    assert len(skips) == 2 and all("re-run by this command already" in line for line in skips)
+    [rerun] = records(tmp_path / "results").values()
+    assert rerun["finished_at"] > first["finished_at"] and comparable(rerun) == comparable(first)
+
+
 def test_invalid_and_redundant_jobs_are_skipped_with_a_reason_and_the_sweep_goes_on(dropbench, tmp_path):
     done = dropbench("run", "-m", *MLP, "epochs=1", "reg=spatial,none,dropout", "p=0.2,0.5")
     assert done.returncode == 0, done.stderr

@@ -56,3 +56,17 @@ def test_schedules_decay_the_rate_to_zero_by_the_last_step(data):
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     _, optimizer, _, _ = train(data, epochs=2, schedule=constant)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(3e-3)
+
+
+def test_progress_is_reported_during_an_epoch_off_a_terminal(data, monkeypatch):
+    import dropbench.train as train_module
+
+    monkeypatch.setattr(train_module, "PROGRESS_EVERY_S", 0.0)  # every step, for the test
+    torch.manual_seed(0)
+    model = MLP(data.shape, data.num_classes, hidden=(16,))
+    training = Training(model, torch.optim.Adam(model.parameters()), None, torch.Generator().manual_seed(0))
+    calls = []
+    fit(training, data, FitOptions(2, 100, 256, on_progress=lambda *a: calls.append(a)))
+    steps = 5  # 500 training examples in batches of 100
+    assert [(e, s, t) for e, s, t, _ in calls] == [(e, s, steps) for e in (1, 2) for s in range(1, steps + 1)]
+    assert all(seconds > 0 for *_, seconds in calls)

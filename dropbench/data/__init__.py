@@ -26,6 +26,7 @@ def load_splits(
     cache_dir: str,
     device: torch.device | str = "cpu",
     train_size: int | None = None,
+    install_hint: str | None = None,
 ) -> DataSplits:
     """Load dataset ``name`` as train/val/test tensors on ``device``.
 
@@ -44,10 +45,11 @@ def load_splits(
         cache_dir: where parsed tensors are cached (``~`` is expanded).
         device: where the returned tensors live.
         train_size: keep only this many training examples (a seeded subset); None keeps all.
+        install_hint: how else to get the files (a system package), for the not-found message.
 
     Raises:
         DataError: unknown source, files missing or failing verification, download failure,
             unparsable files, or ``val_size`` / ``train_size`` out of range; always a one-line message.
     """
-    raw = load_raw(name, source, root, system_dirs, verify, download, cache_dir)
+    raw = load_raw(name, source, root, system_dirs, verify, download, cache_dir, install_hint)
     return make_splits(raw, val_size, split_seed, augment, device, train_size)

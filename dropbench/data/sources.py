@@ -134,23 +134,37 @@ def verify_files(name: str, located: Located) -> None:
             )
 
 
-def download(name: str, cls: type, root: str, places: list[str]) -> None:
-    """Download into ``root`` with torchvision's own machinery; failures become one DataError line."""
+def files_under(folder: str) -> set[str]:
+    """Every file and folder below ``folder``."""
+    return {os.path.join(d, f) for d, dirs, names in os.walk(folder) for f in [*names, *dirs]}
+
+
+def download(name: str, cls: type, root: str, places: list[str], hint: str | None = None) -> None:
+    """Download into ``root`` with torchvision's own machinery; failures become one DataError line
+    and leave nothing behind (a partial download can be tens of MB of unpacked files)."""
+    before = files_under(root)
     try:
         # One construction fetches every file: MNIST downloads all resources, CIFAR the whole tarball.
         cls(root, train=True, download=True)
     except (OSError, RuntimeError) as err:
+        for path in sorted(files_under(root) - before, reverse=True):  # files before their folders
+            with contextlib.suppress(OSError):
+                os.rmdir(path) if os.path.isdir(path) else os.unlink(path)
         reason = " ".join(str(err).split())[:300]  # torchvision's messages span several lines
-        raise DataError(not_found_message(name, cls, root, places, f"download failed: {reason}")) from None
+        why = f"download failed: {reason}"
+        raise DataError(not_found_message(name, cls, root, places, why, hint, tried=True)) from None
 
 
-def not_found_message(name: str, cls: type, root: str, places: list[str], why: str) -> str:
+def not_found_message(
+    name: str, cls: type, root: str, places: list[str], why: str, hint: str | None = None, tried: bool = False
+) -> str:
     """One line: what is missing, where we looked, and how to provide the files."""
     example = os.path.join(layout_dir(cls, "<root>"), next(iter(expected_files(cls))))
+    online = "or run again online" if tried else "or go online with dataset.download=true"
     return (
         f"dataset {name}: no local copy found (looked in {', '.join(places)}); {why}; "
         f"provide the files by setting DROPBENCH_DATA or dataset.root=... to a folder in torchvision's "
-        f"layout (e.g. {example}), or go online with dataset.download=true"
+        f"layout (e.g. {example}){f', {hint}' if hint else ''}, {online}"
     )
 
 
@@ -286,6 +300,7 @@ def load_raw(
     verify: bool,
     download_missing: bool,
     cache_dir: str,
+    install_hint: str | None = None,
 ) -> dict:
     """Return ``{train_x, train_y, test_x, test_y, classes, origin}`` as CPU uint8/int64 tensors.
 
@@ -303,11 +318,12 @@ def load_raw(
     located, origin = find_local(cls, root, system_dirs), None
     if located is None:
         if not download_missing:
-            raise DataError(not_found_message(name, cls, root, places, "download is off"))
-        download(name, cls, root, places)
+            raise DataError(not_found_message(name, cls, root, places, "download is off", install_hint))
+        download(name, cls, root, places, install_hint)
         located, origin = find_local(cls, root, {}), f"download:{root}"
         if located is None:
-            raise DataError(not_found_message(name, cls, root, places, "download left no usable files"))
+            why = "download left no usable files"
+            raise DataError(not_found_message(name, cls, root, places, why, install_hint, tried=True))
     origin = origin or located.directory
 
     try:

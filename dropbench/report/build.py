@@ -132,9 +132,7 @@ def write_runs(labeled: list[pd.DataFrame], out: Output) -> None:
     summary tables' CSVs are rounded to 10 significant digits; this is the data behind them)."""
     frame = pd.concat(labeled)
     columns = IDENTITY + sorted((c for c in frame.columns if c not in IDENTITY), key=column_kind)
-    out.files.append(
-        write_text(out.folder / RUNS_FILE, frame[columns].to_csv(index=False))
-    )
+    out.files.append(write_text(out.folder / RUNS_FILE, frame[columns].to_csv(index=False)))
 
 
 def make_report(paths: list[Path], folder: Path | None, options: Options) -> Output:
