@@ -358,6 +358,8 @@ BAD_INPUT = {
     "no_paths": ([], "required: PATH"),
     "bad_metric": (["problems", "--metric", "loss"], "invalid choice: 'loss' (choose from 'error', 'acc')"),
     "no_mc_metrics": (["finished", "--split", "test_mc"], "has test_mc/* metrics"),
+    "out_is_a_file": (["finished", "--out", "a_file"], "is a file, not a folder"),
+    "out_unmakeable": (["finished", "--out", "a_file/sub"], "a_file is not a writable folder"),
 }
 
 
@@ -366,8 +368,9 @@ def test_bad_input_is_one_line_and_status_2(case, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     write_run(tmp_path / "problems" / "run", "{")
     write_run(tmp_path / "finished" / "run", record("none", None, {}, 0.0, 0, 0.9, 0.9))  # no test_mc/*
+    (tmp_path / "a_file").write_text("")
     words, message = BAD_INPUT[case]
-    arguments = [str(tmp_path / word) if i == 0 else word for i, word in enumerate(words)]
+    arguments = [str(tmp_path / w) if i == 0 or w.startswith("a_file") else w for i, w in enumerate(words)]
     try:
         status = main(["report", *arguments])
     except SystemExit as stop:  # argparse's errors leave this way

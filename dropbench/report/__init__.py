@@ -9,6 +9,7 @@ Markdown. Unfinished, interrupted, diverged and corrupt runs are listed apart, w
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -75,16 +76,37 @@ def check_paths(paths: list[Path]) -> None:
             raise DropbenchError(f"{str(path)!r} does not exist")
 
 
+def check_out(out: Path | None) -> None:
+    """``--out`` must be a folder, or a path where one can be made (nothing is made here: a
+    report with nothing to report writes nothing)."""
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise DropbenchError(
+            f"--out {str(out)!r} is a file, not a folder; name a folder (it is made if missing)"
+        )
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise DropbenchError(f"--out {str(out)!r} cannot be written ({existing} is not a writable folder)")
+
+
 def main(arguments: list[str]) -> int:
     """Parse, make the report, print its Markdown; a user error is one line and status 2."""
     args = parser().parse_args(arguments)
     try:
         check_paths(args.paths)  # before the heavy imports (torch, pandas: seconds), so a typo fails at once
+        check_out(args.out)
         from dropbench.report.build import Options, make_report
 
         out = make_report(args.paths, args.out, Options(args.metric, args.split))
     except DropbenchError as error:
         print(f"dropbench: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full disk, a folder that cannot be made: earlier files stay whole
+        where = f" {error.filename}" if error.filename else ""
+        print(
+            f"dropbench: error: cannot write the report:{where}: {error.strerror or error}", file=sys.stderr
+        )
         return 2
     print("\n".join(out.sections))
     print(f"dropbench: wrote {len(out.files)} files to {out.folder}", file=sys.stderr)
