@@ -15,6 +15,7 @@ change what a run computes); a different one is an error, never a silent mix.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,8 @@ def save_checkpoint(path: Path, config: dict[str, Any], state: FitState, trainin
         "optimizer": training.optimizer.state_dict(),
         "scheduler": training.scheduler.state_dict(),
         "rng": rng_states(training.generator),
+        # CPU reductions split work by thread: another thread count changes the last bits
+        "threads": torch.get_num_threads(),
     }
     torch_save_atomic(payload, path)
 
@@ -79,6 +82,13 @@ def load_checkpoint(path: Path, config: dict[str, Any], training: Training) -> F
     training.optimizer.load_state_dict(payload["optimizer"])
     training.scheduler.load_state_dict(payload["scheduler"])
     restore_rng_states(payload["rng"], training.generator)
+    threads = payload.get("threads")
+    if threads is not None and threads != torch.get_num_threads():
+        print(
+            f"dropbench: {path.parent}: resuming with {torch.get_num_threads()} threads after {threads}: "
+            "the result may differ from an uninterrupted run in the last bits (about 1e-7)",
+            file=sys.stderr,
+        )
     return FitState(**payload["state"])
 
 

@@ -136,3 +136,20 @@ def test_stale_temporaries_of_killed_writes_are_removed_and_nothing_else(tmp_pat
     removed = run_dir.remove_stale_temporaries()
     assert sorted(p.name for p in removed) == [".checkpoint.pt.y2.tmp", ".metrics.json.x1.tmp"]
     assert sorted(p.name for p in run_dir.path.iterdir()) == ["checkpoint.pt", "metrics.json", "notes.tmp"]
+
+
+def test_resuming_under_another_thread_count_says_the_last_bits_may_differ(data, tmp_path, capsys):
+    path = tmp_path / "run" / "checkpoint.pt"
+    path.parent.mkdir()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        save_checkpoint(path, CONFIG, FitState(epoch=1), build(data))
+        load_checkpoint(path, CONFIG, build(data))
+        assert capsys.readouterr().err == ""  # the same count: nothing to say
+        torch.set_num_threads(2)
+        load_checkpoint(path, CONFIG, build(data))
+    finally:
+        torch.set_num_threads(before)
+    [line] = capsys.readouterr().err.splitlines()
+    assert "resuming with 2 threads after 1" in line and "last bits" in line
