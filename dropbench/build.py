@@ -47,7 +47,54 @@ def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> Knob
     knobs = check_knobs(OmegaConf.to_container(cfg, resolve=True))
     if choices is not None:
         check_combination(choices["model"], choices["reg"])
+        check_group_types(cfg, choices)
+    make_optimizer(cfg, [torch.zeros(1, requires_grad=True)], knobs.lr)  # its settings, before any data
     return knobs
+
+
+def kind(value: Any) -> str | None:
+    """The kind of a yaml default a setting must keep: a number, a list, text or a boolean."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str) and "${" not in value:
+        return "text"
+    return None  # null or an interpolation: no kind to keep
+
+
+def check_group_types(cfg: DictConfig, choices: dict[str, str]) -> None:
+    """Each setting of the chosen group files keeps the kind of its default (``model.hidden=800``
+    for ``[800, 800]`` is a one-line error naming the key), before any data is loaded."""
+    shared = OmegaConf.to_container(OmegaConf.load(config_dir() / "config.yaml"), resolve=False)
+    for group in ("model", "dataset", "reg", "optimizer", "schedule"):
+        path = config_dir() / group / f"{choices[group]}.yaml"
+        # the group file's settings, and those config.yaml gives every choice (dataset.val_size)
+        defaults = {
+            **(shared.get(group) or {}),
+            **OmegaConf.to_container(OmegaConf.load(path), resolve=False),
+        }
+        given = OmegaConf.to_container(cfg[group], resolve=True)
+        for key, default in defaults.items():
+            wanted, value = kind(default), given.get(key)
+            if key.startswith("_") or wanted is None or value is None or kind(value) == wanted:
+                continue
+            name = f"{group}.{key}"
+            raise ConfigError(
+                f"{name}={value!r} is invalid; {name} must be {wanted}, like its default {default!r}"
+            )
+
+
+def make_optimizer(cfg: DictConfig, params: Any, lr: float) -> torch.optim.Optimizer:
+    """The optimizer group's optimizer over ``params``; a bad setting (optimizer.momentum=abc)
+    is a one-line ConfigError naming the group."""
+    factory = instantiate_group("optimizer", cfg.optimizer)
+    try:
+        return factory(params, lr=lr)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"optimizer={cfg.optimizer._target_.rsplit('.', 1)[-1]}: {error}") from None
 
 
 def instantiate_group(group: str, node: Any, **kwargs: Any) -> Any:

@@ -190,6 +190,11 @@ BAD_INPUTS = {
     "wd=inf": "wd=inf",
     "max_norm=nan": "max_norm=nan",
     "seed=18446744073709551616": "seed=18446744073709551616",
+    "model.hidden=800": "model.hidden=800 is invalid; model.hidden must be a list, like its default "
+    "[800, 800]",
+    "optimizer=sgd optimizer.momentum=abc": "optimizer.momentum='abc' is invalid; optimizer.momentum must be",
+    "optimizer=sgd optimizer.momentum=-1": "optimizer=SGD: Invalid momentum value: -1",
+    "dataset.val_size=abc": "dataset.val_size='abc' is invalid",
 }
 
 
