@@ -31,7 +31,7 @@ from dropbench.rundir import RunDir
 from dropbench.schema import reg_settings, result_defining, run_settings, setup_settings
 from dropbench.settings import default_threads
 from dropbench.stop import STOP
-from dropbench.tasks import TASKS, Classification, Reconstruction
+from dropbench.tasks import Reconstruction, recorded_task
 from dropbench.train import FitOptions, FitResult, FitState, Metrics, Training, fit
 from dropbench.weightmap import first_layer_weight, reconstruction_grid, weight_grid
 
@@ -171,7 +171,8 @@ class RunLifecycle:
             )
 
     def execute(self) -> float:
-        """Skip, resume or train; write the record. Returns the best validation accuracy."""
+        """Skip, resume or train; write the record. Returns the task's objective (a classifier's
+        best validation accuracy)."""
         for stale in self.run_dir.remove_stale_temporaries():  # under the run's lock
             log.info("removed %s, left by a write that was stopped", stale)
         earlier = self.made_by_this_command() if self.force else self.earlier_result()
@@ -179,8 +180,7 @@ class RunLifecycle:
             note = "" if self.uses_p else f" (reg={self.choices['reg']} ignores p: one run serves every p)"
             again = "re-run by this command already" if self.force else "already; force=true re-runs it"
             print(f"dropbench: skip {self.run_dir.path}: {earlier['status']} {again}{note}")
-            task = TASKS.get(earlier.get("task", Classification.name), Classification)()
-            return task.objective(earlier.get("best") or {})
+            return recorded_task(earlier).objective(earlier.get("best") or {})
         if self.force:
             self.run_dir.clear_results()
         if self.threads:

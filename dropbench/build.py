@@ -30,7 +30,7 @@ from dropbench.errors import ConfigError, DropbenchError
 from dropbench.preflight import config_dir
 from dropbench.regularizers import apply_max_norm, hidden_weights, l2_parameter_groups
 from dropbench.schedules import per_step
-from dropbench.schema import Knobs, check_knobs
+from dropbench.schema import DEFINING, GROUPS, Knobs, check_knobs
 from dropbench.tasks import stochastic_layers, task_of
 from dropbench.train import Training
 
@@ -69,7 +69,7 @@ def check_group_types(cfg: DictConfig, choices: dict[str, str]) -> None:
     """Each setting of the chosen group files keeps the kind of its default (``model.hidden=800``
     for ``[800, 800]`` is a one-line error naming the key), before any data is loaded."""
     shared = OmegaConf.to_container(OmegaConf.load(config_dir() / "config.yaml"), resolve=False)
-    for group in ("model", "dataset", "reg", "optimizer", "schedule"):
+    for group in (s.key for s in GROUPS if s.role in DEFINING):
         path = config_dir() / group / f"{choices[group]}.yaml"
         # the group file's settings, and those config.yaml gives every choice (dataset.val_size)
         defaults = {

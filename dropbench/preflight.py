@@ -5,6 +5,7 @@ Hydra stays the registry: the valid choices of a group are the yaml files in its
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import tempfile
@@ -102,6 +103,7 @@ def check_writable(folder: Path) -> None:
 def check_overrides(arguments: list[str], configs: Path) -> None:
     """Unknown group choices, missing Hydra plugins and an unwritable results_dir fail here with one line."""
     results_dir = OmegaConf.load(configs / "config.yaml").results_dir
+    given: dict[str, list[str]] = {}
     for argument in arguments:
         if argument.startswith("-") or "=" not in argument:
             continue  # Hydra's flags (--cfg job, -m, --help) and their values
@@ -109,6 +111,8 @@ def check_overrides(arguments: list[str], configs: Path) -> None:
         if parsed is None:
             continue
         key, values = parsed
+        if not argument.startswith("+"):  # an added key is new by intent
+            given[key] = values
         if key == "results_dir":
             results_dir = values[0]
         for value in values:
@@ -118,7 +122,7 @@ def check_overrides(arguments: list[str], configs: Path) -> None:
             for value in values:
                 if value not in valid:
                     raise ConfigError(f"{key}={value!r} is not a known {key}; valid: {', '.join(valid)}")
-    check_keys(arguments)
+    check_keys(given)
     if "--cfg" not in arguments and "-c" not in arguments and "--help" not in arguments:
         check_writable(Path(os.path.expanduser(str(results_dir))))
 
@@ -131,50 +135,41 @@ def known_keys(cfg) -> list[str]:
     return [key for key in flat if not any(part.startswith("_") for part in key.split("."))]
 
 
-def check_keys(arguments: list[str]) -> None:
+def check_keys(given: dict[str, list[str]]) -> None:
     """A key that no config has (``epoch=3`` for ``epochs=3``) is one line naming the closest valid key.
 
     Hydra would print a multi-line error and suggest ``+epoch=3``, which trains silently with
-    the default epochs. A group's own key (``reg.mask``) is valid if any chosen value of that
-    group (``reg=dropout,dropconnect``) has it.
+    the default epochs. ``given`` maps each override's key to its values. A group's own key
+    (``reg.mask``) is valid if any chosen value of that group (``reg=dropout,dropconnect``) has it.
     """
     import difflib
 
-    from dropbench.build import compose_config
-
-    choices: dict[str, list[str]] = {}
-    keys: list[str] = []
-    for argument in arguments:
-        parsed = None if argument.startswith("-") or "=" not in argument else override_values(argument)
-        if parsed is None or argument.startswith(("+", "~", "hydra.", "hydra/")) or "/" in parsed[0]:
+    choices = {key: values for key, values in given.items() if key in GROUP_NAMES}
+    for key, values in given.items():
+        if key in GROUP_NAMES or "/" in key or key.startswith("hydra."):
             continue
-        key, values = parsed
-        if key in GROUP_NAMES:
-            choices[key] = values
-        else:
-            keys.append(key)
-    if not keys:
-        return
-    first = [f"{group}={values[0]}" for group, values in choices.items()]
-    composed = {}
-    for key in keys:
-        group = key.split(".")[0] if key.split(".")[0] in GROUP_NAMES else None
-        for value in choices.get(group, [None]) if group else [None]:
-            overrides = [o for o in first if not (group and o.startswith(f"{group}="))]
-            overrides += [f"{group}={value}"] if value is not None else []
-            cfg = composed.setdefault(tuple(overrides), compose_config(overrides))
-            if OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING:
-                break
-        else:
-            close = difflib.get_close_matches(key, known_keys(cfg), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]}?" if close else "; 'dropbench run --help' lists every option"
-            raise ConfigError(
-                f"{key}={argument_value(arguments, key)} sets nothing: no setting is named {key}{hint}"
-            )
+        group = key.split(".")[0]
+        configs = [composed(choices, group, value) for value in choices.get(group, [None])]
+        if any(OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING for cfg in configs):
+            continue
+        close = difflib.get_close_matches(key, known_keys(configs[-1]), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else "; 'dropbench run --help' lists every option"
+        raise ConfigError(f"{key}={values[0]} sets nothing: no setting is named {key}{hint}")
+
+
+def composed(choices: dict[str, list[str]], group: str, value: str | None):
+    """The config with every group at its first chosen value, ``group`` at ``value`` if given."""
+    picked = {g: values[0] for g, values in choices.items()}
+    if value is not None:
+        picked[group] = value
+    return compose_once(tuple(f"{g}={v}" for g, v in sorted(picked.items())))
+
+
+@functools.cache
+def compose_once(overrides: tuple[str, ...]):
+    from dropbench.build import compose_config  # Hydra's compose API: only when a key needs checking
+
+    return compose_config(list(overrides))
 
 
 _MISSING = object()
-
-
-def argument_value(arguments: list[str], key: str) -> str:
-    return next(a.split("=", 1)[1] for a in arguments if a.split("=", 1)[0] == key)

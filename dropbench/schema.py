@@ -197,33 +197,27 @@ def run_settings(knobs: Knobs, choices: dict[str, str], uses_p: bool) -> dict[st
     return settings
 
 
-def setup_settings(resolved: dict[str, Any]) -> dict[str, Any]:
-    """The setup groups' own settings as ``group.key`` (lists kept), runtime ones left out."""
-    found = {}
-    for group in SETUP_GROUPS:
-        section = resolved.get(group)
-        if not isinstance(section, dict):
-            continue
-        for key, value in section.items():
-            dotted = f"{group}.{key}"
-            if (
-                not key.startswith("_")
-                and not isinstance(value, dict)
-                and not is_under(dotted, NOT_RESULT_DEFINING)
-            ):
-                found[dotted] = value
-    return found
-
-
-def reg_settings(resolved: dict[str, Any]) -> dict[str, Any]:
-    """The regularizer's own scalar settings (``mask``, ``input_p``...), wiring left out."""
-    section = resolved.get("reg")
+def group_settings(resolved: dict[str, Any], group: str) -> dict[str, Any]:
+    """A group's own settings as ``group.key`` (lists kept; sections, ``_target_``-style keys and
+    settings that define no result left out)."""
+    section = resolved.get(group)
     if not isinstance(section, dict):
         return {}
     return {
-        key: value
+        f"{group}.{key}": value
         for key, value in section.items()
         if not key.startswith("_")
-        and not isinstance(value, (dict, list))
-        and not is_under(f"reg.{key}", NOT_RESULT_DEFINING)
+        and not isinstance(value, dict)
+        and not is_under(f"{group}.{key}", NOT_RESULT_DEFINING)
     }
+
+
+def setup_settings(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The setup groups' own settings (``model.hidden``, ``dataset.train_size``...)."""
+    return {key: value for group in SETUP_GROUPS for key, value in group_settings(resolved, group).items()}
+
+
+def reg_settings(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The regularizer's own scalar settings (``mask``, ``input_p``...), keyed without ``reg.``."""
+    found = group_settings(resolved, "reg")
+    return {key.removeprefix("reg."): value for key, value in found.items() if not isinstance(value, list)}

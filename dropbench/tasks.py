@@ -45,12 +45,9 @@ class Classification:
     def bind(self, data: DataSplits) -> Classification:
         return self
 
-    def loss(self, output: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(output, targets)
-
-    def hits(self, output: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The batch's sum of the running training metric (correct predictions)."""
-        return (output.argmax(dim=1) == targets).sum()
+    def step(self, output: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor):
+        """The batch's mean loss and the sum of its running metric (correct predictions)."""
+        return F.cross_entropy(output, targets), (output.argmax(dim=1) == targets).sum()
 
     def running(self, loss_sum: float, hits: float, n: int) -> Metrics:
         return {"train/loss": loss_sum / n, "train/acc": hits / n}
@@ -129,16 +126,15 @@ class Reconstruction:
         """Normalised (N, C, H, W) images back in [0, 1]."""
         return (inputs * self.std + self.mean).clamp(0.0, 1.0)
 
-    def loss(self, output: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def step(self, output: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor):
+        """The batch's mean loss per pixel, and its summed per-image MSE (whose mean over
+        examples is the per-pixel MSE)."""
         target = self.pixels(inputs).view_as(output)
+        squared = F.mse_loss(output.detach().sigmoid(), target, reduction="none")
+        mse = squared.flatten(1).mean(1).sum()
         if self.loss_name == "bce":
-            return F.binary_cross_entropy_with_logits(output, target)
-        return F.mse_loss(output.sigmoid(), target)
-
-    def hits(self, output: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The batch's summed per-image MSE (so that its mean over examples is the per-pixel MSE)."""
-        target = self.pixels(inputs).view_as(output)
-        return F.mse_loss(output.detach().sigmoid(), target, reduction="none").flatten(1).mean(1).sum()
+            return F.binary_cross_entropy_with_logits(output, target), mse
+        return F.mse_loss(output.sigmoid(), target), mse
 
     def running(self, loss_sum: float, hits: float, n: int) -> Metrics:
         return {"train/loss": loss_sum / n, "train/mse": hits / n}
@@ -163,9 +159,9 @@ class Reconstruction:
         model.eval()
         loss_sum, mse_sum = 0.0, 0.0
         for inputs, targets in iterate_batches(x, y, batch_size):
-            output = model(inputs)
-            loss_sum += float(self.loss(output, inputs, targets)) * len(inputs)
-            mse_sum += float(self.hits(output, inputs, targets))
+            loss, mse = self.step(model(inputs), inputs, targets)
+            loss_sum += float(loss) * len(inputs)
+            mse_sum += float(mse)
         return {f"{split}/loss": loss_sum / len(x), f"{split}/mse": mse_sum / len(x)}
 
     @torch.inference_mode()
@@ -178,6 +174,11 @@ class Reconstruction:
 Task = Classification | Reconstruction
 #: Every task by the name a record stores (``metrics.json`` ``task``).
 TASKS: dict[str, type] = {task.name: task for task in (Classification, Reconstruction)}
+
+
+def recorded_task(record: dict) -> Task:
+    """The task of a run's record; records from before tasks are classifications."""
+    return TASKS.get(record.get("task", Classification.name), Classification)()
 
 
 def task_of(model: nn.Module) -> Task:

@@ -100,14 +100,14 @@ def train_epoch(
     start = last_report = time.perf_counter()
     for step, (inputs, targets) in enumerate(batches, 1):
         output = model(inputs)
-        loss = task.loss(output, inputs, targets)
+        loss, batch_hits = task.step(output, inputs, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
         loss_sum += loss.detach() * len(targets)
-        hits += task.hits(output, inputs, targets)
+        hits += batch_hits
         check_stop()  # between steps: the last checkpoint stays consistent with the record
         if on_progress is not None and time.perf_counter() - last_report >= PROGRESS_EVERY_S:
             last_report = time.perf_counter()

@@ -90,7 +90,7 @@ def group_options(frame: pd.DataFrame, options: Options) -> Options:
 
 
 def headline_column(options: Options) -> str:
-    return f"{options.split}/{'mse' if options.metric == 'mse' else 'acc'}"
+    return f"{options.split}/{tables.recorded_metric(options.metric)}"
 
 
 def report_group(frame: pd.DataFrame, runs: dict[str, Run], options: Options, out: Output) -> pd.DataFrame:

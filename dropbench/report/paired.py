@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats
 
 from dropbench.report.plots import same_p, with_p
-from dropbench.report.tables import Table, metric_values
+from dropbench.report.tables import UNITS, Table, metric_values
 
 ALPHA = 0.05  # two-sided level of the intervals, the corrected p-values and the power estimate
 POWER = 0.8
@@ -169,11 +169,9 @@ def shown(rows: pd.DataFrame, heading: str) -> pd.DataFrame:
     )
 
 
-#: The unit of a difference of each headline metric: (short, long)
+#: The unit of a difference of each headline metric, (short, long): points for a percentage
 DIFF_UNITS = {
-    "error": ("pp", "percentage points"),
-    "acc": ("pp", "percentage points"),
-    "mse": ("×10⁻³", "×10⁻³"),
+    metric: ("pp", "percentage points") if unit == "%" else (unit, unit) for metric, unit in UNITS.items()
 }
 
 

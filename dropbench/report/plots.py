@@ -13,6 +13,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from dropbench.rundir import RunDir
+from dropbench.tasks import Reconstruction
 from dropbench.weightmap import first_layer_weight, roughness, weight_grid
 
 PANELS_PER_ROW = 4
@@ -88,7 +89,7 @@ def curves(
         drawn.append(Line2D([], [], color=color, label=f"{with_p(label, p)} (n={len(runs)})"))
     if not drawn:
         return None
-    if (frame["task"] == "reconstruction").all():
+    if (frame["task"] == Reconstruction.name).all():
         loss_ax.set(title="loss", xlabel="epoch", ylabel="reconstruction loss per pixel")
         acc_ax.set(title="reconstruction error", xlabel="epoch", ylabel="MSE per pixel (×10⁻³)")
     else:

@@ -15,7 +15,7 @@ import pandas as pd
 from dropbench.errors import DropbenchError
 from dropbench.rundir import RunDir
 from dropbench.schema import RECORDED, Role, keys, reg_settings, setup_settings
-from dropbench.tasks import TASKS, Classification
+from dropbench.tasks import Classification, recorded_task
 
 STATUSES = ("finished", "diverged", "interrupted")
 #: config keys every finished run must have (the identity settings); the others (optimizer, lr,
@@ -26,8 +26,7 @@ SETUP_KEYS = tuple(key for key in RECORDED if key not in REQUIRED_CONFIG)
 
 def headline(record: dict[str, Any]) -> str:
     """The task's headline metric (``acc``, ``mse``); records from before tasks are classifications."""
-    task = TASKS.get(record.get("task", Classification.name), Classification)
-    return task.headline
+    return recorded_task(record).headline
 
 
 def required_final(record: dict[str, Any]) -> tuple[str, ...]:
@@ -173,7 +172,7 @@ def run_row(run: Run) -> dict[str, Any]:
     row["best_epoch"] = best.get("epoch")
     row["val/acc_best"] = number(best.get("val/acc"))
     row["val/loss_best"] = number(best.get("val/loss"))
-    row["task"] = record.get("task", Classification.name)
+    row["task"] = recorded_task(record).name
     if row["task"] == Classification.name:
         row["gap"] = row["train/acc"] - row["test/acc"]  # train minus test accuracy, as fractions
     return row

@@ -48,13 +48,18 @@ def column(frame: pd.DataFrame, name: str) -> pd.Series:
 UNITS = {"error": "%", "acc": "%", "mse": "×10⁻³"}
 
 
+def recorded_metric(metric: str) -> str:
+    """The recorded metric a headline number is made from: ``acc`` for error and acc."""
+    return "mse" if metric == "mse" else "acc"
+
+
 def metric_values(frame: pd.DataFrame, metric: str, split: str) -> pd.Series:
     """The headline number per run in its unit: error = 100 (1 - acc), acc = 100 acc, or
     mse = 1000 mse (a reconstruction's)."""
+    values = column(frame, f"{split}/{recorded_metric(metric)}")
     if metric == "mse":
-        return 1000 * column(frame, f"{split}/mse")
-    acc = column(frame, f"{split}/acc")
-    return 100 * (1 - acc) if metric == "error" else 100 * acc
+        return 1000 * values
+    return 100 * (1 - values) if metric == "error" else 100 * values
 
 
 def validation_choice(metric: str) -> tuple[str, float, bool, str]:
