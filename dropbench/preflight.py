@@ -55,7 +55,9 @@ def config_dir() -> Path:
 
 
 def group_choices(configs: Path, group: str) -> list[str]:
-    return sorted(p.stem for p in (configs / group).glob("*.yaml"))
+    """The options of a config group, subfolders included (``experiment=lstm_fair/naive``)."""
+    folder = configs / group
+    return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml"))
 
 
 def override_values(argument: str) -> tuple[str, list[str]] | None:

@@ -2,7 +2,9 @@
 
 A finding is one sweep folder, filled by one or more ``configs/experiment/<name>.yaml`` (a
 Hydra grid is a product, so rows that are not, such as DropConnect's own settings next to
-dropout, come from a second experiment that writes into the same folder). This script runs
+dropout, come from a second experiment that writes into the same folder). A fair best-p
+finding is a folder of experiments, ``configs/experiment/<finding>/``: a shared
+``protocol.yaml`` and one file per regularizer sweeping its own grid of p. This script runs
 ``dropbench run -m experiment=<name>`` for each of them (finished runs are skipped, so an
 interrupted regeneration continues where it stopped) and then ``dropbench report`` into
 ``results/findings/<finding>/``. The paragraph that reads each table (the claim, the paper's
@@ -20,6 +22,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "configs" / "experiment"
+PROTOCOL = "protocol"  # a fair finding's shared setup: no experiment of its own
+
+
+def fair(finding: str) -> list[str]:
+    """The experiments of a fair best-p finding: one per regularizer, the baseline first."""
+    regs = sorted(p.stem for p in (EXPERIMENTS / finding).glob("*.yaml") if p.stem != PROTOCOL)
+    return [f"{finding}/{reg}" for reg in sorted(regs, key=lambda reg: reg != "none")]
+
+
 #: finding (its sweep folder and results/findings/ folder) -> the experiments that fill it, in
 #: the order the results README lists them. GPU marks a protocol sized for a GPU (hours on 2 CPU cores).
 FINDINGS = {
@@ -30,8 +42,13 @@ FINDINGS = {
     "lstm_variational": ["lstm_variational"],
     "mlp_mc_dropout": ["mlp_mc_dropout"],
     "ae_dropout": ["ae_dropout"],
+    "mlp_dropconnect_fair": fair("mlp_dropconnect_fair"),
+    "cnn_fair": fair("cnn_fair"),
+    "lstm_fair": fair("lstm_fair"),
 }
 GPU = {"mlp_dropconnect"}
+#: the settings a finding's report chooses on validation together with p (report --tune)
+TUNED = {"lstm_fair": ["reg.p_hidden"]}
 
 
 def dropbench(*args: str) -> None:
@@ -48,7 +65,8 @@ def regenerate(finding: str, seeds: str | None, results_dir: str, out: Path, ext
     for experiment in FINDINGS[finding]:
         overrides = [f"experiment={experiment}", f"name={sweep_name}", f"results_dir={results_dir}"]
         dropbench("run", "-m", *overrides, *([f"seed={seeds}"] if seeds else []), *extra)
-    dropbench("report", str(Path(results_dir) / "sweeps" / sweep_name), "--out", str(out / sweep_name))
+    tune = [argument for key in TUNED.get(finding, []) for argument in ("--tune", key)]
+    dropbench("report", str(Path(results_dir) / "sweeps" / sweep_name), "--out", str(out / sweep_name), *tune)
 
 
 def main() -> None:

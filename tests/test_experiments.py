@@ -13,7 +13,11 @@ from dropbench.combinations import check_combination
 from dropbench.preflight import config_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPERIMENTS = sorted(path.stem for path in (config_dir() / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(
+    path.relative_to(config_dir() / "experiment").with_suffix("").as_posix()
+    for path in (config_dir() / "experiment").rglob("*.yaml")
+    if path.stem != "protocol"  # a fair finding's shared setup, part of each of its experiments
+)
 
 
 def load_regenerate_script():
@@ -82,3 +86,21 @@ def test_the_committed_paired_verdicts_are_what_the_rejudge_script_makes_from_ru
     assert made, "no paired table made"
     for name in made:
         assert (tmp_path / name).read_text() == (committed / name).read_text(), name
+
+
+FAIR = ["mlp_dropconnect_fair", "cnn_fair", "lstm_fair"]
+
+
+@pytest.mark.parametrize("finding", FAIR)
+def test_a_fair_findings_experiments_share_one_setup_and_sweep_their_own_p(finding):
+    experiments = load_regenerate_script().FINDINGS[finding]
+    assert experiments[0] == f"{finding}/none" and len(experiments) >= 3
+    setups = []
+    for experiment in experiments:
+        cfg = compose_with(f"experiment={experiment}")
+        params = cfg.hydra.sweeper.params
+        choices = cfg.hydra.runtime.choices
+        setups.append((choices.model, choices.dataset, cfg.epochs, cfg.dataset.train_size, params.seed))
+        if choices.reg != "none":
+            assert len(str(params.p).split(",")) >= 2, f"{experiment} must sweep its own grid of p"
+    assert len(set(setups)) == 1, setups

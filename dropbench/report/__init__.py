@@ -66,6 +66,14 @@ def parser() -> argparse.ArgumentParser:
         default="test",
         help="test: best-validation weights (default); test_last: last epoch's; test_mc: MC dropout",
     )
+    made.add_argument(
+        "--tune",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a setting chosen on validation together with p, not a method of its own "
+        "(e.g. --tune reg.p_hidden: variational dropout at its best p and recurrent rate); repeatable",
+    )
     return made
 
 
@@ -98,7 +106,7 @@ def main(arguments: list[str]) -> int:
         check_out(args.out)
         from dropbench.report.build import Options, make_report
 
-        out = make_report(args.paths, args.out, Options(args.metric, args.split))
+        out = make_report(args.paths, args.out, Options(args.metric, args.split, tuple(args.tune)))
     except DropbenchError as error:
         print(f"dropbench: error: {error}", file=sys.stderr)
         return 2

@@ -21,10 +21,12 @@ REPORT_FILE = "report.md"
 
 @dataclass(frozen=True)
 class Options:
-    """What to report: ``metric`` is error or acc (both in %), on the ``split`` test or test_mc."""
+    """What to report: ``metric`` is error or acc (both in %), on the ``split`` test or test_mc;
+    ``tune``: settings chosen on validation together with p (:mod:`dropbench.report.labels`)."""
 
     metric: str = "error"
     split: str = "test"
+    tune: tuple[str, ...] = ()
 
 
 @dataclass
@@ -95,7 +97,7 @@ def headline_column(options: Options) -> str:
 
 def report_group(frame: pd.DataFrame, runs: dict[str, Run], options: Options, out: Output) -> pd.DataFrame:
     """Write one (dataset, model) group's tables and figures; returns its runs with their labels."""
-    frame = add_labels(frame)
+    frame = add_labels(frame, options.tune)
     dedupe.check_one_run_per_seed(frame, runs)
     dataset, model = frame["dataset"].iloc[0], frame["model"].iloc[0]
     title, prefix = f"{dataset} / {model}", f"{dataset}_{model}"
@@ -114,7 +116,7 @@ def report_group(frame: pd.DataFrame, runs: dict[str, Run], options: Options, ou
     return frame
 
 
-IDENTITY = ["run", "dataset", "model", "reg", "label"]
+IDENTITY = ["run", "dataset", "model", "reg", "label", "family", "tuned"]
 
 
 def column_kind(name: str) -> int:
@@ -131,8 +133,21 @@ def write_runs(labeled: list[pd.DataFrame], out: Output) -> None:
     """``runs.csv``: every finished run, one row each, its numbers exactly as recorded (the
     summary tables' CSVs are rounded to 10 significant digits; this is the data behind them)."""
     frame = pd.concat(labeled)
-    columns = IDENTITY + sorted((c for c in frame.columns if c not in IDENTITY), key=column_kind)
+    if (frame["family"] == frame["label"]).all():  # nothing tuned: the label says it all
+        frame = frame.drop(columns=["family", "tuned"])
+    identity = [c for c in IDENTITY if c in frame]
+    columns = identity + sorted((c for c in frame.columns if c not in IDENTITY), key=column_kind)
     out.files.append(write_text(out.folder / RUNS_FILE, frame[columns].to_csv(index=False)))
+
+
+def check_tune(frame: pd.DataFrame, tune: tuple[str, ...]) -> None:
+    """Every ``--tune`` key is a setting some run recorded (one line naming the bad one otherwise)."""
+    settings = sorted(c for c in frame.columns if column_kind(c) in (1, 2) and c not in ("p", "seed"))
+    for key in tune:
+        if key not in settings:
+            raise DropbenchError(
+                f"--tune {key!r} is not a setting of these runs; choose from {', '.join(settings)}"
+            )
 
 
 def make_report(paths: list[Path], folder: Path | None, options: Options) -> Output:
@@ -141,6 +156,7 @@ def make_report(paths: list[Path], folder: Path | None, options: Options) -> Out
     finished, problems = scan(paths)
     finished, merges = dedupe.merge_copies(finished)
     frame = runs_frame(finished)
+    check_tune(frame, options.tune)
     where = ", ".join(map(str, paths))
     has = [tables.column(frame, f"{options.split}/{m}").notna() for m in ("acc", "mse")]
     if not (has[0] | has[1]).any():

@@ -10,6 +10,11 @@ Generic over the settings, with no per-regularizer rules. Three kinds of keys ar
 - the training setup (lr, epochs, optimizer, and the model, dataset, optimizer and schedule
   settings such as ``model.hidden``) when it varies anywhere in the table, since a comparison
   across rows trained differently must say so.
+
+A *tuned* key (``dropbench report --tune reg.p_hidden``) is a grid axis chosen on validation
+together with p rather than a different method: it stays in the label (each setting has its
+rows in the main table) but not in the ``family``, the method the best-p table picks one
+setting for; ``tuned`` says that setting ("p_hidden=0.1").
 """
 
 from __future__ import annotations
@@ -60,21 +65,33 @@ def label_keys(reg_runs: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     return keys
 
 
+def settings_text(run: pd.Series, keys: list[str]) -> str:
+    """'mask=batch, wd=0.0001': the values of ``keys`` in one run."""
+    return ", ".join(f"{key.removeprefix(REG_PREFIX)}={format_value(run[key])}" for key in keys)
+
+
 def row_label(run: pd.Series, keys: list[str]) -> str:
     """'dropconnect (mask=batch, wd=0.0001)', or the bare reg name when nothing needs saying."""
-    settings = ", ".join(f"{key.removeprefix(REG_PREFIX)}={format_value(run[key])}" for key in keys)
+    settings = settings_text(run, keys)
     return f"{run['reg']} ({settings})" if settings else str(run["reg"])
 
 
-def add_labels(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` (one dataset and model) with a ``label`` column and rows in label order.
+def add_labels(table: pd.DataFrame, tune: tuple[str, ...] = ()) -> pd.DataFrame:
+    """``table`` (one dataset and model) with ``label``, ``family`` and ``tuned`` columns (see
+    the module's docstring) and rows in label order.
 
     Regularizers that ignore p (the baselines) come first, then the others by name.
     """
-    labels = pd.Series(index=table.index, dtype=object)
+    columns = {name: pd.Series(index=table.index, dtype=object) for name in ("label", "family", "tuned")}
     for _, reg_runs in table.groupby("reg", sort=False):
         keys = label_keys(reg_runs, table)
-        labels[reg_runs.index] = [row_label(run, keys) for _, run in reg_runs.iterrows()]
-    labeled = table.assign(label=labels, _has_p=table["p"].notna())
+        untuned, tuned = [k for k in keys if k not in tune], [k for k in keys if k in tune]
+        for name, made in (
+            ("label", [row_label(run, keys) for _, run in reg_runs.iterrows()]),
+            ("family", [row_label(run, untuned) for _, run in reg_runs.iterrows()]),
+            ("tuned", [settings_text(run, tuned) for _, run in reg_runs.iterrows()]),
+        ):
+            columns[name][reg_runs.index] = made
+    labeled = table.assign(**columns, _has_p=table["p"].notna())
     labeled = labeled.sort_values(["_has_p", "reg", "label", "p", "seed"], kind="stable")
     return labeled.drop(columns="_has_p")

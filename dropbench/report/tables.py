@@ -121,9 +121,24 @@ def main_table(frame: pd.DataFrame, metric: str, split: str) -> Table:
     )
 
 
+def families(frame: pd.DataFrame) -> pd.Series:
+    """Each label's family (the method a best setting is chosen for; :mod:`labels`), the label
+    itself in frames without one (a runs.csv of a report made before tuned keys)."""
+    labels = frame.drop_duplicates("label")
+    return pd.Series(
+        (labels["family"] if "family" in labels else labels["label"]).to_numpy(), index=labels["label"]
+    )
+
+
+def choice_text(p: float, tuned: str) -> str:
+    """The chosen setting: '0.25', '0.25, p_hidden=0.1', '—'."""
+    chosen = NO_P if pd.isna(p) else f"{p:g}"
+    return f"{chosen}, {tuned}" if isinstance(tuned, str) and tuned else chosen
+
+
 def best_p_table(frame: pd.DataFrame, metric: str, split: str) -> Table:
-    """Per regularizer, the p with the best mean validation metric (:func:`validation_choice`),
-    and the test number there.
+    """Per regularizer (per family, when some settings are tuned), the p (and tuned setting)
+    with the best mean validation metric (:func:`validation_choice`), and the test number there.
 
     Chosen on validation only: picking p by test accuracy would report an optimistic test number.
     Ties go to the smaller p.
@@ -133,24 +148,29 @@ def best_p_table(frame: pd.DataFrame, metric: str, split: str) -> Table:
     heading = "val acc (%)" if larger else "val loss"
     val_name = source.removesuffix("_best")  # val/acc or val/loss
     val = summarize(frame, scale * frame[source], val_name)
-    val = val.sort_values(["label", "p"])
-    best = val.groupby("label", sort=False)[f"{val_name}_mean"]
-    chosen = val.loc[best.idxmax() if larger else best.idxmin(), KEYS + [f"{val_name}_mean"]]
+    family = families(frame)
+    val = val.assign(family=val["label"].map(family)).sort_values(["family", "p", "label"])
+    best = val.groupby("family", sort=False)[f"{val_name}_mean"]
+    chosen = val.loc[best.idxmax() if larger else best.idxmin(), ["family", *KEYS, f"{val_name}_mean"]]
     test = summarize(frame, metric_values(frame, metric, split), name)
     numbers = chosen.merge(test, on=KEYS, how="left")
-    order = {label: i for i, label in enumerate(pd.unique(frame["label"]))}
-    numbers = numbers.sort_values("label", key=lambda labels: labels.map(order)).reset_index(drop=True)
+    tuned = frame.drop_duplicates("label").set_index("label")["tuned"] if "tuned" in frame else None
+    numbers["tuned"] = numbers["label"].map(tuned) if tuned is not None else ""
+    order = {f: i for i, f in enumerate(pd.unique(frame["label"].map(family)))}
+    numbers = numbers.sort_values("family", key=lambda fs: fs.map(order)).reset_index(drop=True)
     shown = pd.DataFrame(
         {
-            "regularizer": numbers["label"],
-            "best p": numbers["p"].map(lambda p: NO_P if pd.isna(p) else f"{p:g}"),
+            "regularizer": numbers["family"],
+            "best p": [choice_text(p, t) for p, t in zip(numbers["p"], numbers["tuned"], strict=True)],
             heading: numbers[f"{val_name}_mean"].map(lambda v: f"{v:.2f}" if larger else f"{v:.4f}"),
             f"{split} {metric} ({unit})": cells(numbers, name, with_n=False),
             "n": numbers["n"],
         }
     )
+    is_tuned = (numbers["family"] != numbers["label"]).any()
     note = (
-        f"p chosen by mean validation {chosen_by} (at each run's best epoch), never by test; "
+        f"p{' and the tuned settings' if is_tuned else ''} chosen by mean validation {chosen_by} "
+        f"(at each run's best epoch), never by test; "
         f"{split} {metric} in {unit}, mean ± sample std over the n seeds at that p"
     )
     return Table("best_p", "best p per regularizer", note, shown, numbers)

@@ -1,0 +1,68 @@
+"""``dropbench report --tune KEY``: a setting chosen on validation together with p (the fair
+best-p protocol's second grid axis, e.g. variational dropout's recurrent rate), so the method
+gets one row at its best (p, setting) instead of one row per setting."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+from test_report import record, write_run
+
+from dropbench.errors import DropbenchError
+from dropbench.report.build import Options, make_report
+
+#: (reg, p, mask) -> (test acc, val acc): validation prefers mask=batch at p=0.2, test prefers
+#: mask=example at p=0.5, so a choice made by test (or per mask) would differ
+GRID = {
+    ("none", None, None): (0.970, 0.970),
+    ("dropconnect", 0.2, "example"): (0.974, 0.976),
+    ("dropconnect", 0.5, "example"): (0.985, 0.978),
+    ("dropconnect", 0.2, "batch"): (0.979, 0.984),
+    ("dropconnect", 0.5, "batch"): (0.972, 0.975),
+}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    for (reg, p, mask), (test, val) in GRID.items():
+        settings = {"mask": mask} if mask else {}
+        for seed in range(3):
+            write_run(root / f"{reg}_{mask}_p{p}_seed{seed}", record(reg, p, settings, 0.0, seed, test, val))
+    return root
+
+
+def best_rows(out) -> pd.DataFrame:
+    return pd.read_csv(out.folder / "mnist_mlp_best_p.csv")
+
+
+def test_without_tune_each_setting_is_its_own_method(sweep, tmp_path):
+    best = best_rows(make_report([sweep], tmp_path / "plain", Options()))
+    assert list(best["label"]) == ["none", "dropconnect (mask=batch)", "dropconnect (mask=example)"]
+    assert list(best["p"].fillna(-1)) == [-1, 0.2, 0.5]
+    assert "family" not in pd.read_csv(tmp_path / "plain" / "runs.csv")
+
+
+def test_a_tuned_setting_is_chosen_on_validation_with_p(sweep, tmp_path):
+    out = make_report([sweep], tmp_path / "tuned", Options(tune=("reg.mask",)))
+    best = best_rows(out)
+    assert list(best["family"]) == ["none", "dropconnect"]  # one row for the method
+    chosen = best.iloc[1]
+    assert (chosen["label"], chosen["p"], chosen["tuned"]) == ("dropconnect (mask=batch)", 0.2, "mask=batch")
+    shown = (out.folder / "mnist_mlp_best_p.md").read_text()
+    assert re.search(r"\| dropconnect +\| 0.2, mask=batch +\|", shown)
+    paired = pd.read_csv(out.folder / "mnist_mlp_paired.csv")
+    assert list(paired["comparison"]) == ["dropconnect (mask=batch), p=0.2 vs none"]  # one test, not two
+    main = (out.folder / "mnist_mlp_main.md").read_text()
+    assert "dropconnect (mask=example)" in main  # every setting keeps its rows in the main table
+    runs = pd.read_csv(out.folder / "runs.csv")
+    assert set(runs["family"]) == {"none", "dropconnect"}
+
+
+def test_an_unknown_tune_key_is_one_line_naming_the_choices(sweep, tmp_path):
+    message = r"--tune 'reg.masks' is not a setting of these runs; choose from .*reg\.mask"
+    with pytest.raises(DropbenchError, match=message):
+        make_report([sweep], tmp_path / "bad", Options(tune=("reg.masks",)))
+    assert not (tmp_path / "bad").exists()
