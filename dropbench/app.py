@@ -157,8 +157,7 @@ class RunLifecycle:
         for TensorBoard."""
         shape = data.shape
         scalars.log(result.final, self.knobs.epochs)
-        for tag, values in result.tested.scores.items():  # test/entropy, test_mc/mi, ood/mi_mc, ...
-            scalars.log_histogram(tag, values, self.knobs.epochs)
+        scalars.log_histograms(result.tested.scores, self.knobs.epochs)  # test_mc/mi, ood/mi_mc, ...
         best = result.history[result.best_epoch - 1]
         shown = ("val/", "test", "ood/")
         metrics = {k: v for k, v in {**best, **result.final}.items() if k.startswith(shown)}

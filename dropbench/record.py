@@ -104,9 +104,12 @@ class ScalarLog:
         self.writer.add_image(tag, image, step)
         self.writer.flush()
 
-    def log_histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
-        """The distribution of per-example values, such as each test example's ``test_mc/mi``."""
-        self.writer.add_histogram(tag, values.double().cpu().numpy(), step)
+    def log_histograms(self, scores: dict[str, torch.Tensor], step: int) -> None:
+        """The distribution of each per-example score (``test_mc/mi``: every test example's MI),
+        tagged ``test_mc/mi_per_example``: a tag that is also a scalar's (the mean, ``test_mc/mi``)
+        makes TensorBoard's HParams tab fail."""
+        for name, values in scores.items():
+            self.writer.add_histogram(f"{name}_per_example", values.double().cpu().numpy(), step)
         self.writer.flush()
 
     def close(self) -> None:

@@ -173,7 +173,8 @@ def test_a_run_with_mc_dropout_and_an_ood_dataset_records_and_logs_it_all(dropbe
     assert sum(record["reliability"]["test_mc"]["count"]) == record["data"]["test"] == 40
     events = EventAccumulator(str(run_dir))
     events.Reload()
-    assert {"test/entropy", "test_mc/mi", "ood/mi_mc"} <= set(events.Tags()["histograms"])
+    histograms = {"test/entropy", "test_mc/mi", "ood/mi_mc"}
+    assert {f"{name}_per_example" for name in histograms} <= set(events.Tags()["histograms"])
     assert "ood/auroc_mi_mc" in events.Tags()["scalars"]
 
 
