@@ -27,6 +27,7 @@ from dropbench.metrics import (
 )
 from dropbench.models import MLP
 from dropbench.regularizers import Dropout
+from dropbench.report.plots import pool_bins
 from dropbench.tasks import Classification, predict
 
 
@@ -200,3 +201,13 @@ def test_ood_detection_is_refused_for_an_autoencoder():
     cfg = compose_config(["model=autoencoder", "reg=dropout", "eval.ood=fashion_mnist", "device=cpu"])
     with pytest.raises(ConfigError, match="^eval.ood=fashion_mnist: OOD detection ranks classifier"):
         build_training(cfg, check_config(cfg), fake_splits(16, 8, val_size=8))
+
+
+def test_pooled_reliability_weighs_each_bin_by_its_examples():
+    first = {"count": [0, 2, 2], "accuracy": [None, 1.0, 0.5], "confidence": [None, 0.5, 0.9]}
+    second = {"count": [0, 6, 0], "accuracy": [None, 0.5, None], "confidence": [None, 0.6, None]}
+    pooled = pool_bins([first, second])
+    assert pooled["count"].tolist() == [0, 8, 2]
+    assert pooled["accuracy"][1:].tolist() == pytest.approx([(2 + 3) / 8, 0.5])
+    assert pooled["confidence"][1:].tolist() == pytest.approx([(1.0 + 3.6) / 8, 0.9])
+    assert math.isnan(pooled["accuracy"][0])  # empty in every run: nothing to draw
