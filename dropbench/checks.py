@@ -4,7 +4,7 @@ one-line ConfigError naming the key, the bad value and what is valid."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -64,6 +64,18 @@ def optional(check: Check) -> Check:
         return None if value is None else check(key, value)
 
     return check_optional
+
+
+def one_of(choices: Callable[[], Sequence[str]]) -> Check:
+    """One of the names ``choices()`` gives (called at check time: the names may be files)."""
+
+    def check(key: str, value: Any) -> str:
+        valid = choices()
+        if value not in valid:
+            raise ConfigError(f"{key}={value!r} is invalid; valid: {', '.join(valid)}")
+        return value
+
+    return check
 
 
 def boolean(key: str, value: Any) -> bool:

@@ -54,6 +54,13 @@ def knob(role: Role, check: checks.Check, key: str | None = None, penalty: bool 
     return field(metadata={"role": role, "check": check, "key": key, "penalty": penalty, "labels": labels})
 
 
+def dataset_names() -> list[str]:
+    """The dataset choices: the files of ``configs/dataset/``."""
+    from dropbench.preflight import config_dir, group_choices  # preflight imports this module
+
+    return group_choices(config_dir(), "dataset")
+
+
 @dataclass(frozen=True)
 class Knobs:
     """The top-level options of ``configs/config.yaml``, validated and typed. Field order is the
@@ -68,6 +75,10 @@ class Knobs:
     batch_size: int = knob(Role.RESULT, checks.whole(1))
     mc_samples: int | None = knob(
         Role.RESULT, checks.optional(checks.whole(1)), key="eval.mc_samples", labels=False
+    )
+    # a dataset of the same image shape (build.check_ood checks the shape); adds only ood/*
+    ood: str | None = knob(
+        Role.RESULT, checks.optional(checks.one_of(dataset_names)), key="eval.ood", labels=False
     )
     eval_batch_size: int = knob(Role.RUNTIME, checks.whole(1))
     device: torch.device = knob(Role.RUNTIME, checks.device)

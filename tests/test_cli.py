@@ -53,6 +53,7 @@ def test_run_trains_and_records_every_model_on_both_image_families(dropbench, tm
         "batch_size": 16,
         "lr": 0.001,
         "eval.mc_samples": None,
+        "eval.ood": None,
     }
     assert [row["epoch"] for row in record["history"]] == [1, 2]
     assert record["data"]["train"] == 100 and record["data"]["val"] == 20 and record["data"]["test"] == 40
@@ -195,6 +196,11 @@ BAD_INPUTS = {
     "optimizer=sgd optimizer.momentum=abc": "optimizer.momentum='abc' is invalid; optimizer.momentum must be",
     "optimizer=sgd optimizer.momentum=-1": "optimizer=SGD: Invalid momentum value: -1",
     "dataset.val_size=abc": "dataset.val_size='abc' is invalid",
+    "eval.ood=imagenet": "eval.ood='imagenet' is invalid; valid: cifar10, cifar100, fashion_mnist, mnist",
+    "eval.ood=mnist": "eval.ood=mnist is this run's own dataset; valid here: fashion_mnist",
+    "eval.ood=cifar10": "eval.ood=cifar10 has 3x32x32 images, and dataset=mnist has 1x28x28; valid here: "
+    "fashion_mnist",
+    "dataset=cifar10 eval.ood=fashion_mnist": "valid here: cifar100",
 }
 
 

@@ -65,6 +65,7 @@ def group_figures(
     name = tables.metric_name(options.metric, options.split)
     heading = f"{options.split} {options.metric} ({tables.UNITS[options.metric]})"
     histories = {folder: run.record.get("history") or [] for folder, run in runs.items()}
+    bins = {folder: run.record.get("reliability") or {} for folder, run in runs.items()}
     shape = in_shape(runs[frame["run"].iloc[0]])
     figures = {
         f"{options.metric}_vs_p": plots.metric_vs_p(
@@ -73,6 +74,7 @@ def group_figures(
         "curves": plots.curves(frame, best, histories, title, palette),
         "weights": plots.weight_maps(frame, best, shape, title),
         "reconstructions": plots.reconstructions(frame, best, title),
+        "reliability": plots.reliability(frame, best, bins, title, palette),
     }
     compared = next((table.numbers for table in made if table.name == "paired"), None)
     if compared is not None:
