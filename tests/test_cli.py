@@ -195,6 +195,8 @@ BAD_INPUTS = {
     "optimizer=sgd optimizer.momentum=abc": "optimizer.momentum='abc' is invalid; optimizer.momentum must be",
     "optimizer=sgd optimizer.momentum=-1": "optimizer=SGD: Invalid momentum value: -1",
     "dataset.val_size=abc": "dataset.val_size='abc' is invalid",
+    "reg.input_p=1.5": "reg.input_p=1.5 is out of range; reg.input_p is the drop probability",
+    "dataset.train_size=abc": "dataset.train_size='abc' is invalid; dataset.train_size must be a whole",
 }
 
 
@@ -209,6 +211,23 @@ def test_bad_input_fails_with_one_line_and_leaves_no_run(dropbench, tmp_path, ba
     assert "Traceback" not in done.stderr + done.stdout
     assert not list((tmp_path / "results").rglob("metrics.json")) and not run_dirs(tmp_path / "results")
     assert not list((tmp_path / "results").rglob("*"))  # not even the empty folders of the run's path
+
+
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        (["reg.input_p=1.5"], "reg.input_p=1.5"),
+        (["dataset.train_size=abc"], "dataset.train_size='abc'"),
+        (["reg=dropconnect", "reg.mask=unit"], "reg.mask='unit'"),
+        (["model=lstm", "model.hidden=8", "reg=variational", "reg.p_hidden=2"], "reg.p_hidden=2"),
+    ],
+)
+def test_a_bad_group_setting_is_named_by_its_full_key_before_any_data_loads(dropbench, tmp_path, bad, named):
+    # no data there and no download: had the data loaded first, the error would be about the data
+    done = dropbench("run", *TINY, f"dataset.root={tmp_path / 'empty'}", "dataset.download=false", *bad)
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"dropbench: error: {named} is ")
 
 
 def test_unwritable_results_dir_is_a_one_line_error(dropbench, tmp_path):
