@@ -195,6 +195,11 @@ BAD_INPUTS = {
     "optimizer=sgd optimizer.momentum=abc": "optimizer.momentum='abc' is invalid; optimizer.momentum must be",
     "optimizer=sgd optimizer.momentum=-1": "optimizer=SGD: Invalid momentum value: -1",
     "dataset.val_size=abc": "dataset.val_size='abc' is invalid",
+    "+epoch=3": "+epoch=3 sets nothing: no setting is named epoch; did you mean epochs?",
+    "++epoch=3": "++epoch=3 sets nothing: no setting is named epoch; did you mean epochs?",
+    "+foo=1": "+foo=1 sets nothing: no setting is named foo",
+    "+reg.foo=1": "no setting is named reg.foo",
+    "+epochs=3": "+epochs=3 adds epochs, which exists already; use epochs=3",
     "reg.input_p=1.5": "reg.input_p=1.5 is out of range; reg.input_p is the drop probability",
     "dataset.train_size=abc": "dataset.train_size='abc' is invalid; dataset.train_size must be a whole",
 }
@@ -228,6 +233,12 @@ def test_a_bad_group_setting_is_named_by_its_full_key_before_any_data_loads(drop
     assert done.returncode == 2
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"dropbench: error: {named} is ")
+
+
+def test_hydras_own_settings_may_still_be_added_and_set_or_added(dropbench):
+    done = dropbench("run", "--cfg", "hydra", "+hydra.job.env_set.DROPBENCH_X=1", "++epochs=3")
+    assert done.returncode == 0, done.stderr
+    assert "DROPBENCH_X: '1'" in done.stdout or "DROPBENCH_X: 1" in done.stdout
 
 
 def test_unwritable_results_dir_is_a_one_line_error(dropbench, tmp_path):
