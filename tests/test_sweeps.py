@@ -12,6 +12,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tinyrun import SMALL_MODEL, TINY, comparable, run_dirs
 
+from dropbench.rundir import NAME_MAX, folder_name
+
 MLP = [*SMALL_MODEL["mlp"], *TINY]
 
 
@@ -142,3 +144,30 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes_to_the_uninterrupted_result(
     events = EventAccumulator(str(run_dir))
     events.Reload()
     assert [e.step for e in events.Scalars("val/acc")] == list(range(1, 21))  # each epoch once
+
+
+def test_a_folder_name_beyond_the_limit_is_shortened_uniquely_and_the_same_every_time():
+    short = "lr=0.01,model.hidden=[32]"
+    assert folder_name(short) == short and folder_name("") == ""
+    long = "model.hidden=[" + ",".join(["4"] * 200)
+    a, b = folder_name(long + ",4]"), folder_name(long + ",5]")  # they differ past the cut only
+    assert a != b and a == folder_name(long + ",4]")
+    assert len(a.encode()) == len(b.encode()) == NAME_MAX and a.startswith("model.hidden=[4,4,")
+    wide = folder_name("name=" + "é" * 200)  # two bytes a character: never cut in half
+    assert len(wide.encode()) <= NAME_MAX and wide.startswith("name=é")
+
+
+def test_runs_whose_overrides_exceed_a_folder_name_get_their_own_folders_and_are_found_again(
+    dropbench, tmp_path
+):
+    # two lists of 120 layers that differ only in the last one, past where the name is cut
+    deep = ",".join(["4"] * 119)
+    sweep = ["run", "-m", *TINY, "epochs=1", f"model.hidden=[{deep},4],[{deep},5]"]
+    done = dropbench(*sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")  # resolved in workers
+    assert done.returncode == 0, done.stderr
+    found = records(tmp_path / "results")
+    assert sorted(r["resolved_config"]["model"]["hidden"][-1] for r in found.values()) == [4, 5]
+    assert all(len(part.encode()) <= NAME_MAX for path in found for part in Path(path).parts)
+    again = dropbench(*sweep)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("finished already") == 2 and records(tmp_path / "results") == found
