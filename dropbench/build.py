@@ -15,6 +15,7 @@ DictConfig. Everything it returns is plain typed objects.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ from torch import nn
 from dropbench.combinations import check_combination, model_offers
 from dropbench.data import SOURCE_SHAPES, DataSplits, OodImages, load_ood_images
 from dropbench.errors import ConfigError, DataError, DropbenchError
+from dropbench.models.common import SIZED_SLOTS
 from dropbench.preflight import config_dir
 from dropbench.regularizers import apply_max_norm, hidden_weights, l2_parameter_groups
 from dropbench.schedules import per_step
@@ -48,6 +50,7 @@ def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> Knob
     if choices is not None:
         check_combination(choices["model"], choices["reg"])
         check_group_types(cfg, choices)
+        check_reg_layers(cfg)
     make_optimizer(cfg, [torch.zeros(1, requires_grad=True)], knobs.lr)  # its settings, before any data
     if knobs.ood is not None:
         check_ood(cfg.dataset.name, cfg.dataset.source, knobs.ood)
@@ -115,6 +118,37 @@ def check_group_types(cfg: DictConfig, choices: dict[str, str]) -> None:
             raise ConfigError(
                 f"{name}={value!r} is invalid; {name} must be {wanted}, like its default {default!r}"
             )
+
+
+#: A layer's error names its parameter first (``p=1.5 is out of range``), as the layers check them
+_NAMED_VALUE = re.compile(r"^(\w+)=")
+#: A layer parameter given by a setting of the config: ``p: ${reg.input_p}``
+_INTERPOLATION = re.compile(r"^\$\{([\w.]+)\}$")
+
+
+def check_reg_layers(cfg: DictConfig) -> None:
+    """Build each of the reg's layers this model uses once, tiny, so that a bad reg setting
+    (``reg.input_p=1.5``) fails before any data loads, under its full key: the layers are the
+    one place that knows their settings' valid values."""
+    for slot, node in model_slots(cfg).items():
+        factory = instantiate_group("reg", node)
+        try:
+            factory(*(2, 2) if slot in SIZED_SLOTS else ())
+        except (ValueError, TypeError) as error:
+            raise ConfigError(under_full_key(str(error), slot, node)) from None
+
+
+def under_full_key(message: str, slot: str, node: DictConfig) -> str:
+    """A layer's message about its parameter (``p=1.5 ...; p is ...``) about the setting the
+    user gave instead (``reg.input_p=1.5 ...; reg.input_p is ...``)."""
+    named = _NAMED_VALUE.match(message)
+    params = OmegaConf.to_container(node, resolve=False)
+    if named is None or named.group(1) not in params:
+        return f"reg: {message}"
+    name = named.group(1)
+    given = _INTERPOLATION.match(str(params[name]))
+    key = given.group(1) if given else f"reg.layers.{slot}.{name}"
+    return re.sub(rf"(?<![\w.]){name}(?!\w)", key, message)
 
 
 def make_optimizer(cfg: DictConfig, params: Any, lr: float) -> torch.optim.Optimizer:

@@ -52,9 +52,9 @@ def probability(key: str, value: Any) -> float:
     from dropbench.regularizers import check_drop_probability  # the regularizers' own rule
 
     try:
-        return check_drop_probability(value)
+        return check_drop_probability(value, key)
     except ValueError as error:
-        raise ConfigError(str(error).replace("p=", f"{key}=", 1)) from None
+        raise ConfigError(str(error)) from None
 
 
 def optional(check: Check) -> Check:

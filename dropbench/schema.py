@@ -131,6 +131,12 @@ OTHERS = (
     Setting("reg.wd", Role.WIRING),  # the default of the top-level wd, which is the setting
 )
 SETTINGS = (*GROUPS, *KNOBS, *OTHERS)
+#: Checks of group settings whose yaml default (null) gives no kind to keep (the others keep
+#: their default's kind: :func:`dropbench.build.check_group_types`). Ranges that depend on the
+#: data (train_size at most the examples left after val_size) are checked when it loads.
+GROUP_SETTING_CHECKS = {
+    "dataset.train_size": checks.optional(checks.whole(1)),
+}
 
 
 def keys(*roles: Role, among: tuple[Setting, ...] = SETTINGS) -> tuple[str, ...]:
@@ -162,9 +168,17 @@ def lookup(tree: dict[str, Any], key: str) -> Any:
 
 
 def check_knobs(values: dict[str, Any]) -> Knobs:
-    """Validate the top-level options; the first bad one raises a one-line ConfigError."""
+    """Validate the top-level options and :data:`GROUP_SETTING_CHECKS`; the first bad one raises
+    a one-line ConfigError."""
+    check_group_settings(values)
     checks_by_field = {f.name: f.metadata["check"] for f in dataclasses.fields(Knobs)}
     return Knobs(**{name: checks_by_field[name](s.key, lookup(values, s.key)) for s, name in KNOB_FIELDS})
+
+
+def check_group_settings(values: dict[str, Any]) -> None:
+    """Validate the group settings of :data:`GROUP_SETTING_CHECKS` that this config has."""
+    for key, check in GROUP_SETTING_CHECKS.items():
+        check(key, lookup(values, key))
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -72,17 +72,22 @@ def measure(cases: list[str]) -> dict[str, dict[str, float]]:
 
 
 def compare(recorded: dict, measured: dict) -> int:
-    """Print each case as identical or its differing numbers; returns the count of differing cases."""
+    """Print each case as identical or its differing numbers; returns the count of differing cases.
+
+    Every recorded number must be there and equal; numbers a feature adds (new metrics) are
+    counted, not compared: adding a metric moves no number."""
     bad = 0
     for name, now in measured.items():
         then = recorded[name]
-        diffs = [k for k in then.keys() | now.keys() if then.get(k) != now.get(k)]
+        diffs = [k for k in then if then[k] != now.get(k)]
+        added = len(now.keys() - then.keys())
+        more = f", {added} new number{'s' if added != 1 else ''} not compared" if added else ""
         if diffs:
             bad += 1
             shown = "; ".join(f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in sorted(diffs)[:4])
-            print(f"DIFFERS {name} ({len(diffs)} of {len(then)} numbers): {shown}")
+            print(f"DIFFERS {name} ({len(diffs)} of {len(then)} numbers{more}): {shown}")
         else:
-            print(f"identical {name} ({len(then)} numbers)")
+            print(f"identical {name} ({len(then)} numbers{more})")
     return bad
 
 

@@ -253,6 +253,10 @@ def test_gap_is_train_minus_test_accuracy_in_points(results, report):
     gaps = expected(results, "l2", None, lambda r: 100 * (r["final"]["train/acc"] - r["final"]["test/acc"]))
     assert gap.loc["l2 (wd=0.0005)", "gap/test_mean"] == pytest.approx(statistics.mean(gaps))
     assert gap.loc["l2 (wd=0.0005)", "gap/test_std"] == pytest.approx(statistics.stdev(gaps))
+    runs = pd.read_csv(report.folder / "runs.csv")
+    assert "gap" not in runs  # a fraction there once: the unit is in the name now
+    l2 = runs[runs["reg"] == "l2"]
+    assert sorted(l2["gap_pp"]) == pytest.approx(sorted(gaps))  # in the tables' unit
 
 
 def test_mc_table_pairs_deterministic_and_mc_metrics(results, report):

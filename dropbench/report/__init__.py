@@ -20,7 +20,8 @@ SPLITS = ("test", "test_last", "test_mc")
 OUTPUTS = """\
 writes into DIR:
   report.md                     everything printed, as one Markdown file
-  runs.csv                      one row per finished run: setup, reg settings, every final metric
+  runs.csv                      one row per finished run: setup, reg settings, every final metric,
+                                gap_pp (train acc - test acc, in percentage points)
   D_M_main.{md,csv,tex}         per dataset D and model M: metric per regularizer and p, mean ± std (n)
   D_M_best_p.{md,csv,tex}       each regularizer at the p (and --tune settings) with the best mean validation accuracy
   D_M_gap.{md,csv,tex}          train acc - test acc, in percentage points

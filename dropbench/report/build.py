@@ -12,7 +12,7 @@ from dropbench.errors import DropbenchError
 from dropbench.report import dedupe, paired, plots, tables
 from dropbench.report.labels import add_labels
 from dropbench.report.render import markdown, save_figure, write_table, write_text
-from dropbench.report.runs import Run, in_shape, runs_frame, scan
+from dropbench.report.runs import GAP, Run, in_shape, runs_frame, scan
 from dropbench.tasks import Reconstruction
 
 RUNS_FILE = "runs.csv"
@@ -47,7 +47,7 @@ def group_tables(frame: pd.DataFrame, options: Options) -> list[tables.Table]:
     rows or more) paired comparison tables of one group."""
     best = tables.best_p_table(frame, options.metric, options.split)
     made = [tables.main_table(frame, options.metric, options.split), best]
-    if "gap" in frame and frame["gap"].notna().any():
+    if GAP in frame and frame[GAP].notna().any():  # classifiers
         made.append(tables.gap_table(frame, options.split))
     optional = [
         tables.mc_table(frame),
@@ -126,7 +126,7 @@ def column_kind(name: str) -> int:
     ``reg.mask``), then metrics (``test/acc``) and what is derived from them."""
     if name in IDENTITY:
         return 0
-    if "/" in name or name in ("best_epoch", "gap"):
+    if "/" in name or name in ("best_epoch", GAP):
         return 3
     return 2 if "." in name else 1
 
