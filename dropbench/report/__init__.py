@@ -23,7 +23,7 @@ writes into DIR:
   runs.csv                      one row per finished run: setup, reg settings, every final metric,
                                 gap_pp (train acc - test acc, in percentage points)
   D_M_main.{md,csv,tex}         per dataset D and model M: metric per regularizer and p, mean ± std (n)
-  D_M_best_p.{md,csv,tex}       each regularizer at the p (and --tune settings) with the best mean validation accuracy
+  D_M_best_p.{md,csv,tex}       each regularizer at its best p (and --tune keys) by mean validation accuracy
   D_M_gap.{md,csv,tex}          train acc - test acc, in percentage points
   D_M_mc.{md,csv,tex}           deterministic vs MC dropout acc, NLL, ECE (runs with test_mc/*)
   D_M_paired.{md,csv,tex}       regularizers at their best p against none and each other, paired by seed
