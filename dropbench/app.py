@@ -152,12 +152,15 @@ class RunLifecycle:
     def log_summaries(
         self, scalars: ScalarLog, training: Training, result: FitResult, data: DataSplits
     ) -> None:
-        """Final metrics, the HParams summary, the first layer's weight map and (for a
-        reconstruction) test images beside their reconstructions, for TensorBoard."""
+        """Final metrics, per-example uncertainty histograms, the HParams summary, the first
+        layer's weight map and (for a reconstruction) test images beside their reconstructions,
+        for TensorBoard."""
         shape = data.shape
         scalars.log(result.final, self.knobs.epochs)
+        scalars.log_histograms(result.tested.scores, self.knobs.epochs)  # test_mc/mi, ood/mi_mc, ...
         best = result.history[result.best_epoch - 1]
-        metrics = {k: v for k, v in {**best, **result.final}.items() if k.startswith(("val/", "test"))}
+        shown = ("val/", "test", "ood/")
+        metrics = {k: v for k, v in {**best, **result.final}.items() if k.startswith(shown)}
         scalars.log_hparams(self.hparams(), metrics)
         weight = first_layer_weight(training.model.state_dict(), shape)
         if weight is not None:

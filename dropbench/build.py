@@ -15,6 +15,7 @@ DictConfig. Everything it returns is plain typed objects.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import torch
@@ -25,12 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dropbench.combinations import check_combination, model_offers
-from dropbench.data import DataSplits
-from dropbench.errors import ConfigError, DropbenchError
+from dropbench.data import SOURCE_SHAPES, DataSplits, OodImages, load_ood_images
+from dropbench.errors import ConfigError, DataError, DropbenchError
+from dropbench.models.common import SIZED_SLOTS
 from dropbench.preflight import config_dir
 from dropbench.regularizers import apply_max_norm, hidden_weights, l2_parameter_groups
 from dropbench.schedules import per_step
-from dropbench.schema import DEFINING, GROUPS, Knobs, check_knobs
+from dropbench.schema import DEFINING, GROUPS, Knobs, check_knobs, dataset_names
 from dropbench.tasks import stochastic_layers, task_of
 from dropbench.train import Training
 
@@ -48,8 +50,39 @@ def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> Knob
     if choices is not None:
         check_combination(choices["model"], choices["reg"])
         check_group_types(cfg, choices)
+        check_reg_layers(cfg)
     make_optimizer(cfg, [torch.zeros(1, requires_grad=True)], knobs.lr)  # its settings, before any data
+    if knobs.ood is not None:
+        check_ood(cfg.dataset.name, cfg.dataset.source, knobs.ood)
     return knobs
+
+
+def dataset_file(name: str) -> dict[str, Any]:
+    """``configs/dataset/NAME.yaml`` as written (its own settings, not config.yaml's shared ones)."""
+    return OmegaConf.to_container(OmegaConf.load(config_dir() / "dataset" / f"{name}.yaml"))
+
+
+def shape_text(shape: tuple[int, ...] | None) -> str:
+    return "x".join(map(str, shape)) if shape else "unknown-shape"
+
+
+def check_ood(own: str, source: str, ood: str) -> None:
+    """``eval.ood`` names another dataset whose images have the run's image shape (declared by
+    their sources), so that the model can read them; before any data is loaded."""
+    shape = SOURCE_SHAPES.get(source)
+    fitting = [
+        name
+        for name in dataset_names()
+        if name != own and SOURCE_SHAPES.get(dataset_file(name).get("source")) == shape
+    ]
+    if ood in fitting:
+        return
+    if ood == own:
+        why = "is this run's own dataset"
+    else:
+        theirs = SOURCE_SHAPES.get(dataset_file(ood).get("source"))
+        why = f"has {shape_text(theirs)} images, and dataset={own} has {shape_text(shape)}"
+    raise ConfigError(f"eval.ood={ood} {why}; valid here: {', '.join(fitting) or 'none'}")
 
 
 def kind(value: Any) -> str | None:
@@ -87,6 +120,37 @@ def check_group_types(cfg: DictConfig, choices: dict[str, str]) -> None:
             )
 
 
+#: A layer's error names its parameter first (``p=1.5 is out of range``), as the layers check them
+_NAMED_VALUE = re.compile(r"^(\w+)=")
+#: A layer parameter given by a setting of the config: ``p: ${reg.input_p}``
+_INTERPOLATION = re.compile(r"^\$\{([\w.]+)\}$")
+
+
+def check_reg_layers(cfg: DictConfig) -> None:
+    """Build each of the reg's layers this model uses once, tiny, so that a bad reg setting
+    (``reg.input_p=1.5``) fails before any data loads, under its full key: the layers are the
+    one place that knows their settings' valid values."""
+    for slot, node in model_slots(cfg).items():
+        factory = instantiate_group("reg", node)
+        try:
+            factory(*(2, 2) if slot in SIZED_SLOTS else ())
+        except (ValueError, TypeError) as error:
+            raise ConfigError(under_full_key(str(error), slot, node)) from None
+
+
+def under_full_key(message: str, slot: str, node: DictConfig) -> str:
+    """A layer's message about its parameter (``p=1.5 ...; p is ...``) about the setting the
+    user gave instead (``reg.input_p=1.5 ...; reg.input_p is ...``)."""
+    named = _NAMED_VALUE.match(message)
+    params = OmegaConf.to_container(node, resolve=False)
+    if named is None or named.group(1) not in params:
+        return f"reg: {message}"
+    name = named.group(1)
+    given = _INTERPOLATION.match(str(params[name]))
+    key = given.group(1) if given else f"reg.layers.{slot}.{name}"
+    return re.sub(rf"(?<![\w.]){name}(?!\w)", key, message)
+
+
 def make_optimizer(cfg: DictConfig, params: Any, lr: float) -> torch.optim.Optimizer:
     """The optimizer group's optimizer over ``params``; a bad setting (optimizer.momentum=abc)
     is a one-line ConfigError naming the group."""
@@ -109,8 +173,37 @@ def instantiate_group(group: str, node: Any, **kwargs: Any) -> Any:
 
 
 def load_data(cfg: DictConfig, knobs: Knobs) -> DataSplits:
-    """The dataset's splits as tensors on the run's device."""
-    return instantiate_group("dataset", cfg.dataset, device=knobs.device)
+    """The dataset's splits as tensors on the run's device, with ``eval.ood``'s test images."""
+    data = instantiate_group("dataset", cfg.dataset, device=knobs.device)
+    if knobs.ood is not None:
+        data.ood = load_ood(cfg, knobs.ood, data, knobs.device)
+    return data
+
+
+#: The run's own settings of where data lives and whether to trust it, which its OOD dataset shares.
+SHARED_DATA_SETTINGS = ("root", "cache_dir", "download", "verify")
+
+
+def load_ood(cfg: DictConfig, name: str, data: DataSplits, device: torch.device) -> OodImages:
+    """The OOD dataset's test images, found where the run's data is found (``dataset.root``...)
+    and normalised with the run's training statistics; a shape the model cannot read is a
+    DataError before any training."""
+    own = dataset_file(name)
+    shared = {key: cfg.dataset[key] for key in SHARED_DATA_SETTINGS}
+    images = load_ood_images(
+        name=name,
+        source=own["source"],
+        system_dirs=own.get("system_dirs") or {},
+        install_hint=own.get("install_hint"),
+        mean=data.mean,
+        std=data.std,
+        device=device,
+        **shared,
+    )
+    if tuple(images.x.shape[1:]) != data.shape:  # the sources' declared shapes were checked already
+        found = shape_text(tuple(images.x.shape[1:]))
+        raise DataError(f"eval.ood={name}: its images are {found}, the run's {shape_text(data.shape)}")
+    return images
 
 
 def model_slots(cfg: DictConfig) -> dict[str, Any]:
@@ -136,6 +229,11 @@ def build_model(cfg: DictConfig, knobs: Knobs, data: DataSplits) -> nn.Module:
         raise ConfigError(
             f"eval.mc_samples={knobs.mc_samples}: MC averaging is for classifiers, and this model's task "
             f"is {task_of(model).name}; use eval.mc_samples=null"
+        )
+    if knobs.ood is not None and not task_of(model).supports_ood:
+        raise ConfigError(
+            f"eval.ood={knobs.ood}: OOD detection ranks classifier predictions, and this model's task "
+            f"is {task_of(model).name}; use eval.ood=null"
         )
     if knobs.mc_samples and not stochastic_layers(model):
         raise ConfigError(

@@ -4,7 +4,7 @@ one-line ConfigError naming the key, the bad value and what is valid."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -52,9 +52,9 @@ def probability(key: str, value: Any) -> float:
     from dropbench.regularizers import check_drop_probability  # the regularizers' own rule
 
     try:
-        return check_drop_probability(value)
+        return check_drop_probability(value, key)
     except ValueError as error:
-        raise ConfigError(str(error).replace("p=", f"{key}=", 1)) from None
+        raise ConfigError(str(error)) from None
 
 
 def optional(check: Check) -> Check:
@@ -64,6 +64,18 @@ def optional(check: Check) -> Check:
         return None if value is None else check(key, value)
 
     return check_optional
+
+
+def one_of(choices: Callable[[], Sequence[str]]) -> Check:
+    """One of the names ``choices()`` gives (called at check time: the names may be files)."""
+
+    def check(key: str, value: Any) -> str:
+        valid = choices()
+        if value not in valid:
+            raise ConfigError(f"{key}={value!r} is invalid; valid: {', '.join(valid)}")
+        return value
+
+    return check
 
 
 def boolean(key: str, value: Any) -> bool:

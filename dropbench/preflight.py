@@ -106,6 +106,7 @@ def check_overrides(arguments: list[str], configs: Path) -> None:
     """Unknown group choices, missing Hydra plugins and an unwritable results_dir fail here with one line."""
     results_dir = OmegaConf.load(configs / "config.yaml").results_dir
     given: dict[str, list[str]] = {}
+    prefixes: dict[str, str] = {}  # "+" adds a key, "++" sets or adds it
     for argument in arguments:
         if argument.startswith("-") or "=" not in argument:
             continue  # Hydra's flags (--cfg job, -m, --help) and their values
@@ -113,8 +114,8 @@ def check_overrides(arguments: list[str], configs: Path) -> None:
         if parsed is None:
             continue
         key, values = parsed
-        if not argument.startswith("+"):  # an added key is new by intent
-            given[key] = values
+        given[key] = values
+        prefixes[key] = argument[: len(argument) - len(argument.lstrip("+"))]
         if key == "results_dir":
             results_dir = values[0]
         for value in values:
@@ -124,7 +125,7 @@ def check_overrides(arguments: list[str], configs: Path) -> None:
             for value in values:
                 if value not in valid:
                     raise ConfigError(f"{key}={value!r} is not a known {key}; valid: {', '.join(valid)}")
-    check_keys(given)
+    check_keys(given, prefixes)
     if "--cfg" not in arguments and "-c" not in arguments and "--help" not in arguments:
         check_writable(Path(os.path.expanduser(str(results_dir))))
 
@@ -137,26 +138,33 @@ def known_keys(cfg) -> list[str]:
     return [key for key in flat if not any(part.startswith("_") for part in key.split("."))]
 
 
-def check_keys(given: dict[str, list[str]]) -> None:
+def check_keys(given: dict[str, list[str]], prefixes: dict[str, str] | None = None) -> None:
     """A key that no config has (``epoch=3`` for ``epochs=3``) is one line naming the closest valid key.
 
     Hydra would print a multi-line error and suggest ``+epoch=3``, which trains silently with
-    the default epochs. ``given`` maps each override's key to its values. A group's own key
+    the default epochs: nothing in dropbench reads a key its configs lack, so an added one
+    (``+epoch=3``, ``++foo=1``) is refused the same way; only Hydra's own (``+hydra.*``) pass.
+    ``given`` maps each override's key to its values, ``prefixes`` to its ``+`` or ``++``; Hydra
+    refuses (in many lines) to ``+`` a key that exists. A group's own key
     (``reg.mask``) is valid if any chosen value of that group (``reg=dropout,dropconnect``) has it.
     """
     import difflib
 
     choices = {key: values for key, values in given.items() if key in GROUP_NAMES}
     for key, values in given.items():
-        if key in GROUP_NAMES or "/" in key or key.startswith("hydra."):
+        if key in GROUP_NAMES or "/" in key or key == "hydra" or key.startswith("hydra."):
             continue
         group = key.split(".")[0]
         configs = [composed(choices, group, value) for value in choices.get(group, [None])]
+        prefix = (prefixes or {}).get(key, "")
+        shown = f"{prefix}{key}={values[0]}"
         if any(OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING for cfg in configs):
+            if prefix == "+":
+                raise ConfigError(f"{shown} adds {key}, which exists already; use {key}={values[0]}")
             continue
         close = difflib.get_close_matches(key, known_keys(configs[-1]), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else "; 'dropbench run --help' lists every option"
-        raise ConfigError(f"{key}={values[0]} sets nothing: no setting is named {key}{hint}")
+        raise ConfigError(f"{shown} sets nothing: no setting is named {key}{hint}")
 
 
 def composed(choices: dict[str, list[str]], group: str, value: str | None):

@@ -104,12 +104,20 @@ class ScalarLog:
         self.writer.add_image(tag, image, step)
         self.writer.flush()
 
+    def log_histograms(self, scores: dict[str, torch.Tensor], step: int) -> None:
+        """The distribution of each per-example score (``test_mc/mi``: every test example's MI),
+        tagged ``test_mc/mi_per_example``: a tag that is also a scalar's (the mean, ``test_mc/mi``)
+        makes TensorBoard's HParams tab fail."""
+        for name, values in scores.items():
+            self.writer.add_histogram(f"{name}_per_example", values.double().cpu().numpy(), step)
+        self.writer.flush()
+
     def close(self) -> None:
         self.writer.close()
 
 
 def data_summary(data: DataSplits) -> dict[str, Any]:
-    return {
+    summary = {
         "origin": data.origin,
         "shape": list(data.shape),
         "classes": data.num_classes,
@@ -117,13 +125,19 @@ def data_summary(data: DataSplits) -> dict[str, Any]:
         "val": len(data.val_y),
         "test": len(data.test_y),
     }
+    if data.ood is not None:  # eval.ood's images: the positives of the ood/* metrics
+        summary["ood"] = {"dataset": data.ood.name, "test": len(data.ood.x), "origin": data.ood.origin}
+    return summary
 
 
 def finished_details(result: FitResult, wall_time_s: float, headline: str) -> dict[str, Any]:
     """What a finished run adds to its record: best epoch (with its validation loss and the
-    task's ``headline`` metric), final metrics, speed."""
+    task's ``headline`` metric), final metrics, speed, and a classifier's ``reliability`` bins
+    per test split (``{"test": {"count": [...], "accuracy": [...], "confidence": [...]}}``:
+    equal-width confidence bins on [0, 1], as ECE's; an empty bin's means are null)."""
     best = result.history[result.best_epoch - 1]
     chosen = f"val/{headline}"
+    reliability = {"reliability": result.tested.reliability} if result.tested.reliability else {}
     return {
         "best": {"epoch": result.best_epoch, "val/loss": best["val/loss"], chosen: best[chosen]},
         "final": {
@@ -133,4 +147,5 @@ def finished_details(result: FitResult, wall_time_s: float, headline: str) -> di
         },
         "wall_time_s": wall_time_s,
         "train_samples_per_s": result.train_samples / result.train_seconds,
+        **reliability,
     }

@@ -18,11 +18,44 @@ The training side writes them (:mod:`dropbench.app`, :mod:`dropbench.resume`,
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from dropbench.atomic import TMP_SUFFIX
+
+#: The longest name of one folder, in bytes, on Linux and macOS file systems (NAME_MAX)
+NAME_MAX = 255
+#: Hex digits of the hash that ends a shortened name: 64 bits, so two lists never meet
+HASH_DIGITS = 16
+#: The resolver the folder path in ``configs/config.yaml`` names its overrides' level with
+FOLDER_NAME_RESOLVER = "dropbench_folder_name"
+
+
+def folder_name(overrides: str) -> str:
+    """The folder level named by a run's overrides (``lr=0.01,model.hidden=[32]``): the text
+    itself, or, beyond :data:`NAME_MAX` bytes, its start and a hash of all of it.
+
+    Shortened rather than refused: a long override list is a legitimate run, the hash makes the
+    name as unique as the full text (two lists never share a folder), and it is a function of
+    the text alone, so the same command finds the same folder again to skip or resume it. The
+    full list stays in the folder's ``.hydra/overrides.yaml`` and its records.
+    """
+    encoded = overrides.encode()
+    if len(encoded) <= NAME_MAX:
+        return overrides
+    digest = hashlib.sha256(encoded).hexdigest()[:HASH_DIGITS]
+    marker = f"...{digest}"
+    start = encoded[: NAME_MAX - len(marker)].decode(errors="ignore")  # never half a character
+    return start + marker
+
+
+# Hydra resolves the run folder's path wherever the run starts (a launcher's worker too), and
+# every such process imports this module (the task's): registering here covers them all.
+OmegaConf.register_new_resolver(FOLDER_NAME_RESOLVER, folder_name, replace=True)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,13 @@ def knob(role: Role, check: checks.Check, key: str | None = None, penalty: bool 
     return field(metadata={"role": role, "check": check, "key": key, "penalty": penalty, "labels": labels})
 
 
+def dataset_names() -> list[str]:
+    """The dataset choices: the files of ``configs/dataset/``."""
+    from dropbench.preflight import config_dir, group_choices  # preflight imports this module
+
+    return group_choices(config_dir(), "dataset")
+
+
 @dataclass(frozen=True)
 class Knobs:
     """The top-level options of ``configs/config.yaml``, validated and typed. Field order is the
@@ -68,6 +75,10 @@ class Knobs:
     batch_size: int = knob(Role.RESULT, checks.whole(1))
     mc_samples: int | None = knob(
         Role.RESULT, checks.optional(checks.whole(1)), key="eval.mc_samples", labels=False
+    )
+    # a dataset of the same image shape (build.check_ood checks the shape); adds only ood/*
+    ood: str | None = knob(
+        Role.RESULT, checks.optional(checks.one_of(dataset_names)), key="eval.ood", labels=False
     )
     eval_batch_size: int = knob(Role.RUNTIME, checks.whole(1))
     device: torch.device = knob(Role.RUNTIME, checks.device)
@@ -120,6 +131,12 @@ OTHERS = (
     Setting("reg.wd", Role.WIRING),  # the default of the top-level wd, which is the setting
 )
 SETTINGS = (*GROUPS, *KNOBS, *OTHERS)
+#: Checks of group settings whose yaml default (null) gives no kind to keep (the others keep
+#: their default's kind: :func:`dropbench.build.check_group_types`). Ranges that depend on the
+#: data (train_size at most the examples left after val_size) are checked when it loads.
+GROUP_SETTING_CHECKS = {
+    "dataset.train_size": checks.optional(checks.whole(1)),
+}
 
 
 def keys(*roles: Role, among: tuple[Setting, ...] = SETTINGS) -> tuple[str, ...]:
@@ -151,9 +168,17 @@ def lookup(tree: dict[str, Any], key: str) -> Any:
 
 
 def check_knobs(values: dict[str, Any]) -> Knobs:
-    """Validate the top-level options; the first bad one raises a one-line ConfigError."""
+    """Validate the top-level options and :data:`GROUP_SETTING_CHECKS`; the first bad one raises
+    a one-line ConfigError."""
+    check_group_settings(values)
     checks_by_field = {f.name: f.metadata["check"] for f in dataclasses.fields(Knobs)}
     return Knobs(**{name: checks_by_field[name](s.key, lookup(values, s.key)) for s, name in KNOB_FIELDS})
+
+
+def check_group_settings(values: dict[str, Any]) -> None:
+    """Validate the group settings of :data:`GROUP_SETTING_CHECKS` that this config has."""
+    for key, check in GROUP_SETTING_CHECKS.items():
+        check(key, lookup(values, key))
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

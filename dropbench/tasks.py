@@ -5,7 +5,8 @@ training loop, the record and the report ask the task, never assume a classifier
 
 - :class:`Classification`: cross-entropy on logits; metrics ``loss``, ``acc``, ``nll``, ``ece``;
   the best epoch has the highest ``val/acc`` (ties: lower ``val/loss``); MC dropout averages
-  softmax outputs.
+  softmax outputs. The best weights' test adds uncertainty summaries (``test/entropy``,
+  ``test_mc/mi``, ...), reliability bins and, with an OOD dataset, ``ood/*`` detection metrics.
 - :class:`Reconstruction`: the model returns one logit per input value, its reconstruction is
   their sigmoid, and the target is the input image in pixel units [0, 1] (the model reads the
   normalised image); loss ``bce`` (binary cross-entropy, the usual autoencoder loss on [0, 1]
@@ -16,17 +17,38 @@ training loop, the record and the report ask the task, never assume a classifier
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dropbench.data import DataSplits, iterate_batches
-from dropbench.metrics import prediction_metrics
+from dropbench.data import DataSplits, OodImages, iterate_batches
+from dropbench.metrics import (
+    detection_metrics,
+    prediction_metrics,
+    predictive_uncertainty,
+    reliability,
+    uncertainty_metrics,
+)
 
 #: One epoch's metrics, named ``split/metric`` (``train/loss``, ``val/acc``, ...).
 Metrics = dict[str, float]
+#: The per-example scores a split summarises: weight scaling's softmax entropy (the baseline),
+#: and every score of T stochastic passes for MC dropout (see :mod:`dropbench.metrics`).
+DETERMINISTIC_SCORES = ("entropy",)
+MC_SCORES = ("entropy", "expected_entropy", "mi", "prob_std")
+
+
+@dataclass
+class Tested:
+    """The best weights' test results (:meth:`Classification.test`)."""
+
+    metrics: Metrics = field(default_factory=dict)
+    #: per-example scores (N,) on the CPU, named ``split/score`` (``test_mc/mi``, ``ood/entropy_mc``)
+    scores: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    #: per split (``test``, ``test_mc``): a reliability diagram's bins (:func:`dropbench.metrics.reliability`)
+    reliability: dict[str, dict[str, list]] = field(default_factory=dict)
 
 
 def stochastic_layers(model: nn.Module) -> list[nn.Module]:
@@ -41,6 +63,7 @@ class Classification:
     metrics = ("loss", "acc", "nll", "ece")
     headline = "acc"  # what a log line and a table lead with
     supports_mc = True
+    supports_ood = True
 
     def bind(self, data: DataSplits) -> Classification:
         return self
@@ -72,10 +95,72 @@ class Classification:
         """``{split}/loss``, ``/acc``, ``/nll`` and ``/ece``; see :mod:`dropbench.metrics`."""
         return prediction_metrics(predict_log_probs(model, x, batch_size, samples), y, split)
 
+    def test(self, model: nn.Module, data: DataSplits, batch_size: int, mc_samples: int | None) -> Tested:
+        """The best weights on the test split: ``test/*`` (weight scaling) with the softmax
+        entropy, with ``mc_samples`` also ``test_mc/*`` (MC dropout) with every score of
+        :data:`MC_SCORES`; each split's reliability bins; with ``data.ood`` the ``ood/*``
+        detection metrics of each split's scores."""
+        tested = Tested()
+        splits = [("test", 1, DETERMINISTIC_SCORES)]
+        if mc_samples:
+            splits.append(("test_mc", mc_samples, MC_SCORES))
+        for split, samples, names in splits:
+            log_probs, scores = predict(model, data.test_x, batch_size, samples)
+            confidence, predicted = log_probs.exp().max(dim=1)
+            correct = predicted == data.test_y
+            kept = {name: scores[name] for name in names}
+            tested.metrics.update(prediction_metrics(log_probs, data.test_y, split))
+            tested.metrics.update(uncertainty_metrics(kept, correct, split))
+            tested.reliability[split] = reliability(confidence, correct)
+            tested.scores.update({f"{split}/{name}": values.cpu() for name, values in kept.items()})
+            if data.ood is not None:
+                detect_ood(tested, model, data.ood, batch_size, samples, log_probs, kept)
+        return tested
+
+
+def detect_ood(
+    tested: Tested,
+    model: nn.Module,
+    ood: OodImages,
+    batch_size: int,
+    samples: int,
+    test_log_probs: torch.Tensor,
+    test_scores: dict[str, torch.Tensor],
+) -> None:
+    """Add to ``tested`` how well this predictor's scores tell ``ood``'s images (positives) from
+    the test split's (negatives, given by their log-probabilities and scores): ``ood/auroc_S``
+    and ``ood/fpr95_S`` for weight scaling's ``msp`` and ``entropy``, or for MC dropout's
+    ``entropy_mc`` and ``mi_mc``; and the OOD images' own scores as ``ood/SCORE[_mc]``."""
+    log_probs, scores = predict(model, ood.x, batch_size, samples)
+    suffix = "_mc" if samples > 1 else ""
+    for name in test_scores:
+        tested.scores[f"ood/{name}{suffix}"] = scores[name].cpu()
+    ranked = ("entropy", "mi") if samples > 1 else ("msp", "entropy")
+    for name in ranked:
+        inside = ood_score(test_log_probs, test_scores, name)
+        outside = ood_score(log_probs, scores, name)
+        tested.metrics.update(detection_metrics(inside, outside, f"{name}{suffix}"))
+
+
+def ood_score(log_probs: torch.Tensor, scores: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    """A score larger on inputs unlike the training data: ``msp`` is the negated maximum softmax
+    probability (Hendrycks & Gimpel 2017); the others are uncertainty scores as they are."""
+    if name == "msp":
+        return -log_probs.exp().max(dim=1).values
+    return scores[name]
+
+
+def predict_log_probs(model: nn.Module, x: torch.Tensor, batch_size: int, samples: int = 1) -> torch.Tensor:
+    """(N, classes) log-probabilities of ``model`` in eval mode (see :func:`predict`)."""
+    return predict(model, x, batch_size, samples)[0]
+
 
 @torch.inference_mode()
-def predict_log_probs(model: nn.Module, x: torch.Tensor, batch_size: int, samples: int = 1) -> torch.Tensor:
-    """(N, classes) log-probabilities of ``model`` in eval mode.
+def predict(
+    model: nn.Module, x: torch.Tensor, batch_size: int, samples: int = 1
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(N, classes) log-probabilities of ``model`` in eval mode, and per-example uncertainty
+    scores, (N,) each (:func:`dropbench.metrics.predictive_uncertainty`).
 
     ``samples`` > 1 is MC dropout (Gal & Ghahramani 2016): the stochastic regularizer layers
     stay in training mode and the softmax outputs of ``samples`` passes are averaged (in log
@@ -84,15 +169,18 @@ def predict_log_probs(model: nn.Module, x: torch.Tensor, batch_size: int, sample
     model.eval()
     for layer in stochastic_layers(model) if samples > 1 else []:
         layer.train()
-    outputs = []
+    outputs, scores = [], []
     for start in range(0, len(x), batch_size):
         inputs = x[start : start + batch_size]
-        summed = model(inputs).log_softmax(dim=1)
-        for _ in range(samples - 1):
-            summed = torch.logaddexp(summed, model(inputs).log_softmax(dim=1))
-        outputs.append(summed - math.log(samples))
+        passes = [model(inputs).log_softmax(dim=1) for _ in range(samples)]
+        summed = passes[0]
+        for later in passes[1:]:  # one logaddexp per pass, in order: the same numbers as a running sum
+            summed = torch.logaddexp(summed, later)
+        mean = summed - math.log(samples)
+        outputs.append(mean)
+        scores.append(predictive_uncertainty(torch.stack(passes), mean))
     model.eval()
-    return torch.cat(outputs)
+    return torch.cat(outputs), {name: torch.cat([s[name] for s in scores]) for name in scores[0]}
 
 
 RECONSTRUCTION_LOSSES = ("bce", "mse")
@@ -110,6 +198,7 @@ class Reconstruction:
     metrics = ("loss", "mse")
     headline = "mse"
     supports_mc = False
+    supports_ood = False
 
     def __post_init__(self) -> None:
         if self.loss_name not in RECONSTRUCTION_LOSSES:
@@ -163,6 +252,10 @@ class Reconstruction:
             loss_sum += float(loss) * len(inputs)
             mse_sum += float(mse)
         return {f"{split}/loss": loss_sum / len(x), f"{split}/mse": mse_sum / len(x)}
+
+    def test(self, model: nn.Module, data: DataSplits, batch_size: int, mc_samples: int | None) -> Tested:
+        """The best weights' ``test/*`` metrics (no MC averaging, no OOD: see ``supports_*``)."""
+        return Tested(self.evaluate(model, data.test_x, data.test_y, batch_size, "test"))
 
     @torch.inference_mode()
     def reconstruct(self, model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dropbench.data import DataSplits, iterate_batches
-from dropbench.tasks import Classification, Metrics, Task
+from dropbench.tasks import Classification, Metrics, Task, Tested
 
 #: Steps between checks for a non-finite loss: a diverged run stops within this many steps,
 #: and the loop synchronises with the device only this often.
@@ -43,6 +43,7 @@ class FitOptions:
     batch_size: int
     eval_batch_size: int
     mc_samples: int | None = None  # T > 1 adds test_mc/*: MC dropout over T passes
+    # (the OOD dataset of eval.ood, if any, travels with the data: DataSplits.ood)
     progress: bool = False  # tqdm bars (on a terminal)
     check_stop: Callable[[], None] = lambda: None  # raises KeyboardInterrupt on a stop request
     #: called with (epoch, step, steps, seconds into the epoch) every PROGRESS_EVERY_S during an
@@ -71,6 +72,7 @@ class FitResult:
     train_samples: int  # training examples processed over all epochs
     best_state: dict = field(repr=False, default_factory=dict)
     diverged: dict | None = None  # {"epoch", "metric"} when a loss became NaN/inf; final is then empty
+    tested: Tested = field(default_factory=Tested)  # the best weights' test: scores, reliability bins
 
 
 def train_epoch(
@@ -130,7 +132,8 @@ def fit(
     Model selection uses the task's key on validation metrics (a classifier's accuracy, ties
     to the lower loss; a reconstruction's loss), never the test split. ``on_epoch`` receives
     each epoch's row as soon as it exists (for logging). ``options.mc_samples`` adds
-    ``test_mc/*``: MC dropout over that many passes, best-validation weights.
+    ``test_mc/*``: MC dropout over that many passes, best-validation weights; ``data.ood`` adds
+    ``ood/*`` (see :meth:`dropbench.tasks.Classification.test`).
 
     ``state`` resumes a fit from a checkpoint (the caller restores model, optimizer, scheduler
     and RNG states); it is updated in place after every epoch, so after an interrupt it says
@@ -175,10 +178,9 @@ def fit(
             on_checkpoint(state)
     final = task.evaluate(model, data.test_x, data.test_y, eval_batch_size, "test_last")
     model.load_state_dict(state.best_state)
-    final.update(task.evaluate(model, data.test_x, data.test_y, eval_batch_size, "test"))
-    if options.mc_samples:
-        final.update(
-            task.evaluate(model, data.test_x, data.test_y, eval_batch_size, "test_mc", options.mc_samples)
-        )
+    tested = task.test(model, data, eval_batch_size, options.mc_samples)
+    final.update(tested.metrics)
     samples = epochs * len(data.train_y)
-    return FitResult(state.history, state.best_epoch, final, state.train_seconds, samples, state.best_state)
+    return FitResult(
+        state.history, state.best_epoch, final, state.train_seconds, samples, state.best_state, tested=tested
+    )

@@ -53,6 +53,7 @@ def test_run_trains_and_records_every_model_on_both_image_families(dropbench, tm
         "batch_size": 16,
         "lr": 0.001,
         "eval.mc_samples": None,
+        "eval.ood": None,
     }
     assert [row["epoch"] for row in record["history"]] == [1, 2]
     assert record["data"]["train"] == 100 and record["data"]["val"] == 20 and record["data"]["test"] == 40
@@ -195,6 +196,18 @@ BAD_INPUTS = {
     "optimizer=sgd optimizer.momentum=abc": "optimizer.momentum='abc' is invalid; optimizer.momentum must be",
     "optimizer=sgd optimizer.momentum=-1": "optimizer=SGD: Invalid momentum value: -1",
     "dataset.val_size=abc": "dataset.val_size='abc' is invalid",
+    "eval.ood=imagenet": "eval.ood='imagenet' is invalid; valid: cifar10, cifar100, fashion_mnist, mnist",
+    "eval.ood=mnist": "eval.ood=mnist is this run's own dataset; valid here: fashion_mnist",
+    "eval.ood=cifar10": "eval.ood=cifar10 has 3x32x32 images, and dataset=mnist has 1x28x28; valid here: "
+    "fashion_mnist",
+    "dataset=cifar10 eval.ood=fashion_mnist": "valid here: cifar100",
+    "+epoch=3": "+epoch=3 sets nothing: no setting is named epoch; did you mean epochs?",
+    "++epoch=3": "++epoch=3 sets nothing: no setting is named epoch; did you mean epochs?",
+    "+foo=1": "+foo=1 sets nothing: no setting is named foo",
+    "+reg.foo=1": "no setting is named reg.foo",
+    "+epochs=3": "+epochs=3 adds epochs, which exists already; use epochs=3",
+    "reg.input_p=1.5": "reg.input_p=1.5 is out of range; reg.input_p is the drop probability",
+    "dataset.train_size=abc": "dataset.train_size='abc' is invalid; dataset.train_size must be a whole",
 }
 
 
@@ -209,6 +222,29 @@ def test_bad_input_fails_with_one_line_and_leaves_no_run(dropbench, tmp_path, ba
     assert "Traceback" not in done.stderr + done.stdout
     assert not list((tmp_path / "results").rglob("metrics.json")) and not run_dirs(tmp_path / "results")
     assert not list((tmp_path / "results").rglob("*"))  # not even the empty folders of the run's path
+
+
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        (["reg.input_p=1.5"], "reg.input_p=1.5"),
+        (["dataset.train_size=abc"], "dataset.train_size='abc'"),
+        (["reg=dropconnect", "reg.mask=unit"], "reg.mask='unit'"),
+        (["model=lstm", "model.hidden=8", "reg=variational", "reg.p_hidden=2"], "reg.p_hidden=2"),
+    ],
+)
+def test_a_bad_group_setting_is_named_by_its_full_key_before_any_data_loads(dropbench, tmp_path, bad, named):
+    # no data there and no download: had the data loaded first, the error would be about the data
+    done = dropbench("run", *TINY, f"dataset.root={tmp_path / 'empty'}", "dataset.download=false", *bad)
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"dropbench: error: {named} is ")
+
+
+def test_hydras_own_settings_may_still_be_added_and_set_or_added(dropbench):
+    done = dropbench("run", "--cfg", "hydra", "+hydra.job.env_set.DROPBENCH_X=1", "++epochs=3")
+    assert done.returncode == 0, done.stderr
+    assert "DROPBENCH_X: '1'" in done.stdout or "DROPBENCH_X: 1" in done.stdout
 
 
 def test_unwritable_results_dir_is_a_one_line_error(dropbench, tmp_path):

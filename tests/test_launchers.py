@@ -193,6 +193,8 @@ def test_joblib_launcher_runs_a_two_job_sweep(dropbench, tmp_path):
     done = dropbench("run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "p=0.1,0.5", *TINY_MLP)
     assert done.returncode == 0, done.stderr
     assert "Joblib.Parallel(n_jobs=2,backend=loky" in done.stdout
+    assert "dropbench: run 1 of 2: p=0.1" in done.stdout and "dropbench: run 2 of 2: p=0.5" in done.stdout
+    assert "2 runs: 2 finished, 0 skipped, 0 resumed, 0 diverged, 0 failed" in done.stdout  # from the workers
     records = finished_records(tmp_path / "results")
     assert sorted(record["config"]["p"] for record in records) == [0.1, 0.5]
     assert all(record["status"] == "finished" for record in records)
@@ -201,6 +203,7 @@ def test_joblib_launcher_runs_a_two_job_sweep(dropbench, tmp_path):
 def test_search_runs_trials_and_keeps_the_best_validation_accuracy(dropbench, tmp_path):
     done = dropbench("run", "-m", "hydra/sweeper=search", "hydra.sweeper.n_trials=2", *TINY_MLP)
     assert done.returncode == 0, done.stderr
+    assert "dropbench: run 2 of 2: " in done.stdout and "2 runs: 2 finished," in done.stdout
     records = finished_records(tmp_path / "results")
     assert len(records) == 2 and records[0]["config"]["p"] != records[1]["config"]["p"]
     for record in records:

@@ -100,7 +100,17 @@ def record(reg: str, p: float | None, settings: dict, wd: float, seed: int, test
         "history": history(train, val),
         "best": {"epoch": 3, "val/loss": 0.4, "val/acc": val},
         "final": final(reg, seed, train, val, test),
+        **({"reliability": reliability(test)} if reg == "dropout" else {}),
     }
+
+
+def reliability(acc: float) -> dict:
+    """Reliability bins of the two test splits: all 20 examples in the two last of 15 bins."""
+
+    def bins(confidence: list[float]) -> dict:
+        return {"count": [0] * 13 + [10, 10], "accuracy": [None] * 13 + [acc, acc], "confidence": confidence}
+
+    return {"test": bins([None] * 13 + [0.9, 0.99]), "test_mc": bins([None] * 13 + [0.88, 0.97])}
 
 
 def write_run(folder: Path, payload: dict | str, state: dict | None = None) -> Path:
@@ -243,6 +253,10 @@ def test_gap_is_train_minus_test_accuracy_in_points(results, report):
     gaps = expected(results, "l2", None, lambda r: 100 * (r["final"]["train/acc"] - r["final"]["test/acc"]))
     assert gap.loc["l2 (wd=0.0005)", "gap/test_mean"] == pytest.approx(statistics.mean(gaps))
     assert gap.loc["l2 (wd=0.0005)", "gap/test_std"] == pytest.approx(statistics.stdev(gaps))
+    runs = pd.read_csv(report.folder / "runs.csv")
+    assert "gap" not in runs  # a fraction there once: the unit is in the name now
+    l2 = runs[runs["reg"] == "l2"]
+    assert sorted(l2["gap_pp"]) == pytest.approx(sorted(gaps))  # in the tables' unit
 
 
 def test_mc_table_pairs_deterministic_and_mc_metrics(results, report):
@@ -274,7 +288,7 @@ def test_files_exist_and_csv_round_trips(results, report):
     for stem in ("main", "best_p", "gap", "mc"):
         for ext in ("md", "csv", "tex"):
             assert (report.folder / f"mnist_mlp_{stem}.{ext}").stat().st_size > 0
-    for stem in ("error_vs_p", "curves", "weights"):
+    for stem in ("error_vs_p", "curves", "weights", "reliability"):
         assert (report.folder / f"mnist_mlp_{stem}.png").read_bytes()[:4] == b"\x89PNG"
         assert "<svg" in (report.folder / f"mnist_mlp_{stem}.svg").read_text()
     tex = (report.folder / "mnist_mlp_main.tex").read_text()

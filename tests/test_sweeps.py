@@ -5,12 +5,17 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tinyrun import SMALL_MODEL, TINY, comparable, run_dirs
+
+from dropbench.rundir import NAME_MAX, RunDir, folder_name
+from dropbench.sweep import outcome, sweep_plan
 
 MLP = [*SMALL_MODEL["mlp"], *TINY]
 
@@ -34,10 +39,19 @@ def test_sweep_folders_are_stable_and_name_dataset_model_reg_p_and_seed(dropbenc
 
 def test_a_repeated_sweep_skips_finished_runs_and_force_reruns_them(dropbench, tmp_path):
     sweep = ["run", "-m", *MLP, "epochs=1", "p=0.1,0.5"]
-    assert dropbench(*sweep).returncode == 0
+    done = dropbench(*sweep)
+    assert done.returncode == 0, done.stderr
+    assert "dropbench: run 1 of 2: p=0.1\n" in done.stdout and "dropbench: run 2 of 2: p=0.5\n" in done.stdout
+    assert (
+        "dropbench: sweep done: 2 runs: 2 finished, 0 skipped, 0 resumed, 0 diverged, 0 failed" in done.stdout
+    )
+    assert "dropbench: slowest run: " in done.stdout
+    assert done.stdout.rstrip().endswith("dropbench: next: dropbench report results/sweeps/default")
+    assert not list((tmp_path / "results").rglob(".dropbench-sweep-*"))  # the ledger is gone
     first = records(tmp_path / "results")
     again = dropbench(*sweep)
     assert again.returncode == 0, again.stderr
+    assert "2 runs: 0 finished, 2 skipped," in again.stdout and "slowest run" not in again.stdout
     skips = [line for line in again.stdout.splitlines() if line.startswith("dropbench: skip")]
     assert len(skips) == 2 and all("finished already; force=true re-runs it" in s for s in skips)
     assert records(tmp_path / "results") == first  # untouched, finished_at included
@@ -65,6 +79,7 @@ def test_invalid_and_redundant_jobs_are_skipped_with_a_reason_and_the_sweep_goes
     invalid = [line for line in done.stderr.splitlines() if line.startswith("dropbench: skip")]
     assert len(invalid) == 2 and all("reg=spatial does not apply to model=mlp" in s for s in invalid)
     assert "reg=none ignores p: one run serves every p" in done.stdout
+    assert "6 runs: 3 finished, 1 skipped, 0 resumed, 0 diverged, 2 failed" in done.stdout  # none: once
     found = records(tmp_path / "results")
     regs = sorted((r["config"]["reg"], r["config"]["p"]) for r in found.values())
     assert regs == [("dropout", 0.2), ("dropout", 0.5), ("none", None)]
@@ -75,6 +90,7 @@ def test_a_diverging_run_is_recorded_as_such_and_the_sweep_goes_on(dropbench, tm
     done = dropbench("run", "-m", *MLP, "optimizer=sgd", "lr=1e12,0.01")
     assert done.returncode == 0, done.stderr
     assert "diverged at epoch 1 (train/loss is not finite)" in done.stdout
+    assert "2 runs: 1 finished, 0 skipped, 0 resumed, 1 diverged, 0 failed" in done.stdout
     by_status = {r["status"]: r for r in records(tmp_path / "results").values()}
     assert set(by_status) == {"diverged", "finished"}
     diverged = by_status["diverged"]
@@ -142,3 +158,61 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes_to_the_uninterrupted_result(
     events = EventAccumulator(str(run_dir))
     events.Reload()
     assert [e.step for e in events.Scalars("val/acc")] == list(range(1, 21))  # each epoch once
+
+
+def test_a_folder_name_beyond_the_limit_is_shortened_uniquely_and_the_same_every_time():
+    short = "lr=0.01,model.hidden=[32]"
+    assert folder_name(short) == short and folder_name("") == ""
+    long = "model.hidden=[" + ",".join(["4"] * 200)
+    a, b = folder_name(long + ",4]"), folder_name(long + ",5]")  # they differ past the cut only
+    assert a != b and a == folder_name(long + ",4]")
+    assert len(a.encode()) == len(b.encode()) == NAME_MAX and a.startswith("model.hidden=[4,4,")
+    wide = folder_name("name=" + "é" * 200)  # two bytes a character: never cut in half
+    assert len(wide.encode()) <= NAME_MAX and wide.startswith("name=é")
+
+
+def test_runs_whose_overrides_exceed_a_folder_name_get_their_own_folders_and_are_found_again(
+    dropbench, tmp_path
+):
+    # two lists of 120 layers that differ only in the last one, past where the name is cut
+    deep = ",".join(["4"] * 119)
+    sweep = ["run", "-m", *TINY, "epochs=1", f"model.hidden=[{deep},4],[{deep},5]"]
+    done = dropbench(*sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")  # resolved in workers
+    assert done.returncode == 0, done.stderr
+    found = records(tmp_path / "results")
+    assert sorted(r["resolved_config"]["model"]["hidden"][-1] for r in found.values()) == [4, 5]
+    assert all(len(part.encode()) <= NAME_MAX for path in found for part in Path(path).parts)
+    again = dropbench(*sweep)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("finished already") == 2 and records(tmp_path / "results") == found
+
+
+def test_a_jobs_outcome_is_read_from_its_folder(tmp_path):
+    run_dir = RunDir(tmp_path)
+    assert outcome(run_dir, time.time(), had_checkpoint=False) == "failed"  # no record: it could not run
+
+    def record(status: str, finished_at: str) -> None:
+        run_dir.metrics.write_text(json.dumps({"status": status, "finished_at": finished_at}))
+
+    record("finished", "2020-01-01T00:00:00.000+00:00")
+    assert outcome(run_dir, time.time(), had_checkpoint=False) == "skipped"  # done before the job began
+    started = time.time()
+    record("finished", datetime.now(timezone.utc).isoformat())
+    assert outcome(run_dir, started, had_checkpoint=False) == "finished"
+    assert outcome(run_dir, started, had_checkpoint=True) == "resumed"
+    record("diverged", datetime.now(timezone.utc).isoformat())
+    assert outcome(run_dir, started, had_checkpoint=False) == "diverged"
+    record("interrupted", datetime.now(timezone.utc).isoformat())
+    assert outcome(run_dir, started, had_checkpoint=True) == "failed"
+
+
+def test_a_sweeps_size_counts_the_grid_of_its_params_and_overrides_or_its_trials():
+    basic = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+    grid = {"_target_": basic, "params": {"seed": "0,1", "p": "0.2,0.5,0.8"}}
+    config = OmegaConf.create({"hydra": {"sweeper": grid, "overrides": {"task": ["p=0.1,0.5", "lr=0.01"]}}})
+    assert sweep_plan(config) == (4, ["p", "seed"])  # the command's p replaces the params' p
+    trials = {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper", "n_trials": 3}
+    assert sweep_plan(OmegaConf.create({"hydra": {"sweeper": trials, "overrides": {"task": []}}})) == (
+        3,
+        None,
+    )

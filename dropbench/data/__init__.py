@@ -7,10 +7,26 @@ validation split and returns normalised float tensors on the device.
 
 import torch
 
-from dropbench.data.sources import SUPPORTED_SOURCES, load_raw
-from dropbench.data.tensors import DataSplits, augment_batch, iterate_batches, make_splits
+from dropbench.data.sources import SOURCE_SHAPES, SUPPORTED_SOURCES, load_raw
+from dropbench.data.tensors import (
+    DataSplits,
+    OodImages,
+    augment_batch,
+    iterate_batches,
+    make_splits,
+    normalise,
+)
 
-__all__ = ["SUPPORTED_SOURCES", "DataSplits", "augment_batch", "iterate_batches", "load_splits"]
+__all__ = [
+    "SOURCE_SHAPES",
+    "SUPPORTED_SOURCES",
+    "DataSplits",
+    "OodImages",
+    "augment_batch",
+    "iterate_batches",
+    "load_ood_images",
+    "load_splits",
+]
 
 
 def load_splits(
@@ -53,3 +69,24 @@ def load_splits(
     """
     raw = load_raw(name, source, root, system_dirs, verify, download, cache_dir, install_hint)
     return make_splits(raw, val_size, split_seed, augment, device, train_size)
+
+
+def load_ood_images(
+    name: str,
+    source: str,
+    root: str,
+    system_dirs: dict[str, dict[str, str]],
+    verify: bool,
+    download: bool,
+    cache_dir: str,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device | str = "cpu",
+    install_hint: str | None = None,
+) -> OodImages:
+    """The test images of dataset ``name`` for OOD detection, normalised with another dataset's
+    training statistics ``mean`` and ``std`` (the run's: what its model was trained on). The
+    files are found, verified and cached as by :func:`load_splits` (same errors)."""
+    raw = load_raw(name, source, root, system_dirs, verify, download, cache_dir, install_hint)
+    x = normalise(raw["test_x"], torch.tensor(mean), torch.tensor(std), device)
+    return OodImages(name, x, raw["origin"])

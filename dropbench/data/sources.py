@@ -23,6 +23,15 @@ from dropbench.errors import DataError
 
 # torchvision classes whose files this module knows how to lay out (EMNIST/QMNIST use other formats).
 SUPPORTED_SOURCES = ("MNIST", "FashionMNIST", "KMNIST", "CIFAR10", "CIFAR100")
+#: (C, H, W) of each source's images: known before any file is read, so that a run can refuse
+#: an OOD dataset its model cannot read before it loads anything (the loaded shape is checked too).
+SOURCE_SHAPES = {
+    "MNIST": (1, 28, 28),
+    "FashionMNIST": (1, 28, 28),
+    "KMNIST": (1, 28, 28),
+    "CIFAR10": (3, 32, 32),
+    "CIFAR100": (3, 32, 32),
+}
 # What a truncated or foreign file makes torchvision's readers raise (its IDX reader asserts).
 PARSE_ERRORS = (
     OSError,

@@ -18,6 +18,16 @@ CROP_PADDING = 4  # pixels of zero padding before the random crop (the standard 
 
 
 @dataclass
+class OodImages:
+    """Test images of another dataset for out-of-distribution detection (``eval.ood``),
+    normalised with the run's training statistics, as the model reads its own inputs."""
+
+    name: str  # the dataset's name (``fashion_mnist``)
+    x: Tensor  # N x C x H x W float32 on the run's device
+    origin: str  # where the raw data came from, as DataSplits.origin
+
+
+@dataclass
 class DataSplits:
     """Normalised float32 images (N x C x H x W) and int64 labels for train, val and test."""
 
@@ -32,6 +42,7 @@ class DataSplits:
     origin: str  # where the raw data came from: a directory, "download:<root>" or "cache:<file> (...)"
     mean: tuple[float, ...]  # per-channel mean of the train split, pixels scaled to [0, 1]
     std: tuple[float, ...]  # per-channel std of the train split, same scale
+    ood: OodImages | None = None  # another dataset's test images, when eval.ood names one
 
     @property
     def shape(self) -> tuple[int, int, int]:

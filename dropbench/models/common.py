@@ -32,6 +32,8 @@ SLOTS = {
     "linear": "hidden fully connected layers",
     "rnn": "recurrent layers (a time axis)",
 }
+#: The places whose factory takes two sizes, (in, out) or (in, hidden); the others' take none.
+SIZED_SLOTS = ("linear", "rnn")
 #: What a model may declare about itself (``TRAITS`` on the class) beyond its places.
 TRAITS = {
     "feature_maps": "conv feature maps",

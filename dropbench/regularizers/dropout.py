@@ -17,15 +17,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def check_drop_probability(p: float) -> float:
-    """Return ``p`` as a float if it is a number in [0, 1); raise ValueError otherwise.
+def check_drop_probability(p: float, name: str = "p") -> float:
+    """Return ``p`` as a float if it is a number in [0, 1); raise ValueError naming it ``name``
+    otherwise (a layer with several probabilities names the one that is wrong).
 
     p = 1 would drop everything (and the 1/(1-p) rescaling divides by zero).
     """
     if isinstance(p, bool) or not isinstance(p, (int, float)):
-        raise ValueError(f"p={p!r} is not a number; p is the drop probability, a number in [0, 1)")
+        raise ValueError(f"{name}={p!r} is not a number; {name} is the drop probability, a number in [0, 1)")
     if not 0.0 <= p < 1.0:
-        raise ValueError(f"p={p} is out of range; p is the drop probability, a number in [0, 1)")
+        raise ValueError(f"{name}={p} is out of range; {name} is the drop probability, a number in [0, 1)")
     return float(p)
 
 

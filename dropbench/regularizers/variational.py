@@ -236,9 +236,9 @@ class VariationalLSTM(nn.LSTM):
         p_output: float = 0.0,
     ) -> None:
         super().__init__(input_size, hidden_size, batch_first=True)
-        self.p_input = check_drop_probability(p_input)
-        self.p_hidden = check_drop_probability(p_hidden)
-        self.p_output = check_drop_probability(p_output)
+        self.p_input = check_drop_probability(p_input, "p_input")
+        self.p_hidden = check_drop_probability(p_hidden, "p_hidden")
+        self.p_output = check_drop_probability(p_output, "p_output")
         self.last_masks: LSTMMasks | None = None
 
     def forward(
@@ -274,8 +274,8 @@ class NaiveDropoutLSTM(nn.LSTM):
         self, input_size: int, hidden_size: int, p_input: float = 0.0, p_output: float = 0.0
     ) -> None:
         super().__init__(input_size, hidden_size, batch_first=True)
-        self.p_input = check_drop_probability(p_input)
-        self.p_output = check_drop_probability(p_output)
+        self.p_input = check_drop_probability(p_input, "p_input")
+        self.p_output = check_drop_probability(p_output, "p_output")
 
     def forward(
         self, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None

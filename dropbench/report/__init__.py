@@ -20,9 +20,10 @@ SPLITS = ("test", "test_last", "test_mc")
 OUTPUTS = """\
 writes into DIR:
   report.md                     everything printed, as one Markdown file
-  runs.csv                      one row per finished run: setup, reg settings, every final metric
+  runs.csv                      one row per finished run: setup, reg settings, every final metric,
+                                gap_pp (train acc - test acc, in percentage points)
   D_M_main.{md,csv,tex}         per dataset D and model M: metric per regularizer and p, mean ± std (n)
-  D_M_best_p.{md,csv,tex}       each regularizer at the p (and --tune settings) with the best mean validation accuracy
+  D_M_best_p.{md,csv,tex}       each regularizer at its best p (and --tune keys) by mean validation accuracy
   D_M_gap.{md,csv,tex}          train acc - test acc, in percentage points
   D_M_mc.{md,csv,tex}           deterministic vs MC dropout acc, NLL, ECE (runs with test_mc/*)
   D_M_paired.{md,csv,tex}       regularizers at their best p against none and each other, paired by seed
@@ -30,6 +31,7 @@ writes into DIR:
   D_M_curves.{png,svg}          train and validation curves at each regularizer's best p
   D_M_paired.{png,svg}          the paired differences with their 95% intervals (forest plot)
   D_M_weights.{png,svg}         MLP first-layer weights at each regularizer's best p
+  D_M_reliability.{png,svg}     reliability diagrams: weight scaling vs MC dropout at each best p
   merged.{md,csv,tex}           runs found in several folders, each counted once
   excluded.{md,csv,tex}         unfinished, interrupted, diverged and corrupt runs, with the reason
 """

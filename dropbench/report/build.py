@@ -12,7 +12,7 @@ from dropbench.errors import DropbenchError
 from dropbench.report import dedupe, paired, plots, tables
 from dropbench.report.labels import add_labels
 from dropbench.report.render import markdown, save_figure, write_table, write_text
-from dropbench.report.runs import Run, in_shape, runs_frame, scan
+from dropbench.report.runs import GAP, Run, in_shape, runs_frame, scan
 from dropbench.tasks import Reconstruction
 
 RUNS_FILE = "runs.csv"
@@ -47,7 +47,7 @@ def group_tables(frame: pd.DataFrame, options: Options) -> list[tables.Table]:
     rows or more) paired comparison tables of one group."""
     best = tables.best_p_table(frame, options.metric, options.split)
     made = [tables.main_table(frame, options.metric, options.split), best]
-    if "gap" in frame and frame["gap"].notna().any():
+    if GAP in frame and frame[GAP].notna().any():  # classifiers
         made.append(tables.gap_table(frame, options.split))
     optional = [
         tables.mc_table(frame),
@@ -65,6 +65,7 @@ def group_figures(
     name = tables.metric_name(options.metric, options.split)
     heading = f"{options.split} {options.metric} ({tables.UNITS[options.metric]})"
     histories = {folder: run.record.get("history") or [] for folder, run in runs.items()}
+    bins = {folder: run.record.get("reliability") or {} for folder, run in runs.items()}
     shape = in_shape(runs[frame["run"].iloc[0]])
     figures = {
         f"{options.metric}_vs_p": plots.metric_vs_p(
@@ -73,6 +74,7 @@ def group_figures(
         "curves": plots.curves(frame, best, histories, title, palette),
         "weights": plots.weight_maps(frame, best, shape, title),
         "reconstructions": plots.reconstructions(frame, best, title),
+        "reliability": plots.reliability(frame, best, bins, title, palette),
     }
     compared = next((table.numbers for table in made if table.name == "paired"), None)
     if compared is not None:
@@ -124,7 +126,7 @@ def column_kind(name: str) -> int:
     ``reg.mask``), then metrics (``test/acc``) and what is derived from them."""
     if name in IDENTITY:
         return 0
-    if "/" in name or name in ("best_epoch", "gap"):
+    if "/" in name or name in ("best_epoch", GAP):
         return 3
     return 2 if "." in name else 1
 

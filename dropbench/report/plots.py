@@ -1,11 +1,12 @@
 """The report's figures, one (dataset, model) group each: metric vs p, training curves at the
-best p, and first-layer weight maps. Built on ``matplotlib.figure.Figure`` (Agg, no pyplot), so
-no window opens and no global figure state leaks between calls."""
+best p, first-layer weight maps and reliability diagrams. Built on ``matplotlib.figure.Figure``
+(Agg, no pyplot), so no window opens and no global figure state leaks between calls."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
@@ -180,6 +181,72 @@ def reconstructions(frame: pd.DataFrame, best: pd.DataFrame, title: str) -> Figu
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize="small")
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(f"{title}: test images (top) and their reconstructions at each regularizer's best p")
+    return fig
+
+
+#: The predictors a reliability diagram compares: (recorded split, panel title)
+RELIABILITY_SPLITS = (("test", "weight scaling"), ("test_mc", "MC dropout"))
+
+
+def pool_bins(recorded: list[dict]) -> dict[str, np.ndarray]:
+    """One reliability diagram of several runs' bins (``metrics.json`` ``reliability``): counts
+    add up, and each bin's accuracy and mean confidence are over all its examples (null: empty)."""
+    count = np.sum([np.asarray(bins["count"], dtype=float) for bins in recorded], axis=0)
+
+    def pooled(key: str) -> np.ndarray:
+        sums = [np.nan_to_num(np.array(b[key], dtype=float)) * np.asarray(b["count"]) for b in recorded]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.sum(sums, axis=0) / count  # empty bins: 0/0, NaN, not drawn
+
+    return {"count": count, "accuracy": pooled("accuracy"), "confidence": pooled("confidence")}
+
+
+def diagram(bar_ax, count_ax, bins: dict[str, np.ndarray], title: str, color: str) -> None:
+    """Accuracy per equal-width confidence bin as bars against the diagonal (perfect calibration),
+    over the bin counts (log scale) underneath."""
+    edges = np.linspace(0, 1, len(bins["count"]) + 1)
+    width, left = np.diff(edges), edges[:-1]
+    filled = bins["count"] > 0
+    bar_ax.bar(left[filled], bins["accuracy"][filled], width[filled], align="edge", color=color, alpha=0.7)
+    bar_ax.plot(bins["confidence"][filled], bins["accuracy"][filled], ".", color="black", markersize=4)
+    bar_ax.plot([0, 1], [0, 1], "--", color="gray", linewidth=1)
+    bar_ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=title)
+    bar_ax.grid(alpha=0.3)
+    count_ax.bar(left[filled], bins["count"][filled], width[filled], align="edge", color="gray")
+    # from 1 up: a log axis spanning decades labels only its decades
+    top = max(bins["count"].max(), 1) * 2
+    count_ax.set(xlim=(0, 1), yscale="log", ylim=(0.8, top), xlabel="confidence (max softmax probability)")
+    count_ax.set_ylabel("examples")
+
+
+def reliability(
+    frame: pd.DataFrame, best: pd.DataFrame, bins_by_run: dict[str, dict], title: str, palette: dict[str, str]
+) -> Figure | None:
+    """Reliability diagrams of weight scaling and MC dropout side by side, one row per
+    regularizer at its best p that has MC metrics, the bins pooled over its seeds; each panel
+    titled with the mean ECE over those seeds."""
+    rows = []
+    for label, p in zip(best["label"], best["p"], strict=True):
+        runs = frame[(frame["label"] == label) & same_p(frame["p"], p)]
+        runs = runs[
+            [all(s in bins_by_run.get(run, {}) for s, _ in RELIABILITY_SPLITS) for run in runs["run"]]
+        ]
+        if not runs.empty:
+            rows.append((label, p, runs))
+    if not rows:
+        return None
+    fig = Figure(figsize=(10, 4.6 * len(rows) + 0.6), layout="constrained")
+    axes = fig.subplots(2 * len(rows), 2, height_ratios=[3, 1] * len(rows), squeeze=False)
+    for i, (label, p, runs) in enumerate(rows):
+        for j, (split, name) in enumerate(RELIABILITY_SPLITS):
+            bins = pool_bins([bins_by_run[run][split] for run in runs["run"]])
+            ece = 100 * runs[f"{split}/ece"].mean() if f"{split}/ece" in runs else float("nan")
+            heading = f"{with_p(label, p)}: {name}\nECE {ece:.2f}% (mean of n={len(runs)})"
+            diagram(axes[2 * i, j], axes[2 * i + 1, j], bins, heading, palette[label])
+    fig.suptitle(
+        f"{title}: reliability at each regularizer's best p, bins pooled over seeds\n"
+        "(bars: accuracy per confidence bin; dots: at the bin's mean confidence; dashed: calibrated)"
+    )
     return fig
 
 

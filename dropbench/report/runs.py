@@ -155,6 +155,17 @@ def number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
+#: runs.csv's generalization gap: its unit in its name, since a gap of 0.02 (a fraction) and of
+#: 2.0 (points) are both plausible; old runs.csv files had ``gap`` as a fraction
+GAP = "gap_pp"
+
+
+def gap_points(train_acc: Any, test_acc: Any) -> Any:
+    """The generalization gap, train minus test accuracy in percentage points (floats or columns):
+    the one definition behind runs.csv's :data:`GAP` and the gap tables."""
+    return 100 * (train_acc - test_acc)
+
+
 def run_row(run: Run) -> dict[str, Any]:
     """One run as a flat row: identity, setup, reg settings (``reg.<name>``), metrics."""
     record = run.record
@@ -174,7 +185,7 @@ def run_row(run: Run) -> dict[str, Any]:
     row["val/loss_best"] = number(best.get("val/loss"))
     row["task"] = recorded_task(record).name
     if row["task"] == Classification.name:
-        row["gap"] = row["train/acc"] - row["test/acc"]  # train minus test accuracy, as fractions
+        row[GAP] = gap_points(row["train/acc"], row["test/acc"])
     return row
 
 

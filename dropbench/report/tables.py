@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from dropbench.report.runs import Problem
+from dropbench.report.runs import Problem, gap_points
 
 NO_P = "—"  # the column of regularizers that ignore p
 SPLIT_NOTES = {
@@ -179,7 +179,7 @@ def best_p_table(frame: pd.DataFrame, metric: str, split: str) -> Table:
 def gap_table(frame: pd.DataFrame, split: str) -> Table:
     """Generalization gap, train acc - test acc in percentage points, per regularizer and p."""
     name = f"gap/{split}"
-    numbers = summarize(frame, 100 * (frame["train/acc"] - column(frame, f"{split}/acc")), name)
+    numbers = summarize(frame, gap_points(frame["train/acc"], column(frame, f"{split}/acc")), name)
     note = (
         f"train/acc - {split}/acc in percentage points, mean ± sample std over seeds; train/acc is the last "
         "epoch's running training accuracy, measured with the regularizer on, so the gap may be negative"
