@@ -6,7 +6,8 @@ training loop, the record and the report ask the task, never assume a classifier
 - :class:`Classification`: cross-entropy on logits; metrics ``loss``, ``acc``, ``nll``, ``ece``;
   the best epoch has the highest ``val/acc`` (ties: lower ``val/loss``); MC dropout averages
   softmax outputs. The best weights' test adds uncertainty summaries (``test/entropy``,
-  ``test_mc/mi``, ...), reliability bins and, with an OOD dataset, ``ood/*`` detection metrics.
+  ``test_mc/mi``, ...), reliability bins, MC dropout's curve over T (:func:`mc_ladder`) and,
+  with an OOD dataset, ``ood/*`` detection metrics.
 - :class:`Reconstruction`: the model returns one logit per input value, its reconstruction is
   their sigmoid, and the target is the input image in pixel units [0, 1] (the model reads the
   normalised image); loss ``bce`` (binary cross-entropy, the usual autoencoder loss on [0, 1]
@@ -49,6 +50,9 @@ class Tested:
     scores: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     #: per split (``test``, ``test_mc``): a reliability diagram's bins (:func:`dropbench.metrics.reliability`)
     reliability: dict[str, dict[str, list]] = field(default_factory=dict)
+    #: MC dropout after t of its T passes (:func:`mc_curve`): ``{"t": [...], "test_mc/acc": [...], ...}``;
+    #: empty without MC dropout, or with T = 1 (one pass of weight scaling, no stochastic pass)
+    mc_curve: dict[str, list] = field(default_factory=dict)
 
 
 def stochastic_layers(model: nn.Module) -> list[nn.Module]:
@@ -98,14 +102,18 @@ class Classification:
     def test(self, model: nn.Module, data: DataSplits, batch_size: int, mc_samples: int | None) -> Tested:
         """The best weights on the test split: ``test/*`` (weight scaling) with the softmax
         entropy, with ``mc_samples`` also ``test_mc/*`` (MC dropout) with every score of
-        :data:`MC_SCORES`; each split's reliability bins; with ``data.ood`` the ``ood/*``
-        detection metrics of each split's scores."""
+        :data:`MC_SCORES` and (T > 1) the curve over t of T passes (:func:`mc_curve`, from the
+        same passes); each split's reliability bins; with ``data.ood`` the ``ood/*`` detection
+        metrics of each split's scores."""
         tested = Tested()
         splits = [("test", 1, DETERMINISTIC_SCORES)]
         if mc_samples:
             splits.append(("test_mc", mc_samples, MC_SCORES))
         for split, samples, names in splits:
-            log_probs, scores = predict(model, data.test_x, batch_size, samples)
+            ladder = mc_ladder(samples) if split == "test_mc" and samples > 1 else ()
+            log_probs, scores, averages = predict_averages(model, data.test_x, batch_size, samples, ladder)
+            if averages:
+                tested.mc_curve = mc_curve(averages, data.test_y, split)
             confidence, predicted = log_probs.exp().max(dim=1)
             correct = predicted == data.test_y
             kept = {name: scores[name] for name in names}
@@ -155,7 +163,6 @@ def predict_log_probs(model: nn.Module, x: torch.Tensor, batch_size: int, sample
     return predict(model, x, batch_size, samples)[0]
 
 
-@torch.inference_mode()
 def predict(
     model: nn.Module, x: torch.Tensor, batch_size: int, samples: int = 1
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -164,23 +171,74 @@ def predict(
 
     ``samples`` > 1 is MC dropout (Gal & Ghahramani 2016): the stochastic regularizer layers
     stay in training mode and the softmax outputs of ``samples`` passes are averaged (in log
-    space, with logaddexp, so that tiny probabilities keep their precision).
+    space, with logaddexp, so that tiny probabilities keep their precision). ``samples`` = 1 is
+    one pass in eval mode (weight scaling), not one stochastic pass.
     """
+    log_probs, scores, _ = predict_averages(model, x, batch_size, samples)
+    return log_probs, scores
+
+
+#: The pass counts t of MC dropout's curve: 1, 2, 3, 5, then 10, 20, 50, 100, 200, 500, ...
+LADDER_START = (1, 2, 3, 5)
+LADDER_STEPS = (1, 2, 5)
+
+
+def mc_ladder(samples: int) -> tuple[int, ...]:
+    """The t of :data:`LADDER_START` and 10^k x :data:`LADDER_STEPS` up to ``samples``, and
+    ``samples`` itself (the last): ``mc_ladder(30)`` is (1, 2, 3, 5, 10, 20, 30)."""
+    ladder, decade = [t for t in LADDER_START if t < samples], 10
+    while decade < samples:
+        ladder += [decade * step for step in LADDER_STEPS if decade * step < samples]
+        decade *= 10
+    return (*ladder, samples)
+
+
+@torch.inference_mode()
+def predict_averages(
+    model: nn.Module, x: torch.Tensor, batch_size: int, samples: int = 1, at: tuple[int, ...] = ()
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[int, torch.Tensor]]:
+    """:func:`predict`'s log-probabilities and scores, and for each t in ``at`` (t <= ``samples``)
+    the (N, classes) log of the average of the first t passes' probabilities: the running sum's
+    value after pass t, so that t = ``samples`` is the returned prediction itself, bit for bit,
+    and no pass is added. With ``samples`` > 1 pass 1 is stochastic (MC dropout's t = 1)."""
     model.eval()
     for layer in stochastic_layers(model) if samples > 1 else []:
         layer.train()
     outputs, scores = [], []
+    partial: dict[int, list[torch.Tensor]] = {t: [] for t in at if 1 <= t <= samples}
     for start in range(0, len(x), batch_size):
         inputs = x[start : start + batch_size]
         passes = [model(inputs).log_softmax(dim=1) for _ in range(samples)]
         summed = passes[0]
-        for later in passes[1:]:  # one logaddexp per pass, in order: the same numbers as a running sum
+        for t, later in enumerate(passes[1:], start=1):  # one logaddexp per pass, in order
+            if t in partial:
+                partial[t].append(summed - math.log(t))
             summed = torch.logaddexp(summed, later)
         mean = summed - math.log(samples)
+        if samples in partial:
+            partial[samples].append(mean)
         outputs.append(mean)
         scores.append(predictive_uncertainty(torch.stack(passes), mean))
     model.eval()
-    return torch.cat(outputs), {name: torch.cat([s[name] for s in scores]) for name in scores[0]}
+    averages = {t: torch.cat(parts) for t, parts in sorted(partial.items())}
+    return (
+        torch.cat(outputs),
+        {name: torch.cat([s[name] for s in scores]) for name in scores[0]},
+        averages,
+    )
+
+
+#: The metrics of MC dropout's curve over t (``metrics.json`` ``mc_curve``).
+CURVE_METRICS = ("acc", "nll", "ece")
+
+
+def mc_curve(averages: dict[int, torch.Tensor], targets: torch.Tensor, split: str) -> dict[str, list]:
+    """``{"t": [t...], "split/acc": [...], "split/nll": [...], "split/ece": [...]}`` of the
+    average after t passes (:func:`predict_averages`), t ascending."""
+    metrics = [prediction_metrics(log_probs, targets, split) for log_probs in averages.values()]
+    curve: dict[str, list] = {"t": list(averages)}
+    curve.update({f"{split}/{name}": [m[f"{split}/{name}"] for m in metrics] for name in CURVE_METRICS})
+    return curve
 
 
 RECONSTRUCTION_LOSSES = ("bce", "mse")
