@@ -28,7 +28,7 @@ from dropbench.metrics import (
 from dropbench.models import MLP
 from dropbench.regularizers import Dropout
 from dropbench.report.plots import pool_bins
-from dropbench.tasks import Classification, predict
+from dropbench.tasks import Classification, mc_ladder, predict, stochastic_layers
 
 
 def mean_log_probs(passes: torch.Tensor) -> torch.Tensor:
@@ -156,6 +156,46 @@ def test_the_best_weights_test_records_uncertainty_reliability_and_ood_metrics()
     assert list(without.reliability) == ["test"]
 
 
+def test_the_mc_ladder_steps_1_2_3_5_then_1_2_5_per_decade_and_ends_at_t():
+    assert mc_ladder(2) == (1, 2)
+    assert mc_ladder(4) == (1, 2, 3, 4)
+    assert mc_ladder(50) == (1, 2, 3, 5, 10, 20, 50)
+    assert mc_ladder(30) == (1, 2, 3, 5, 10, 20, 30)
+    assert mc_ladder(1000) == (1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def test_the_mc_curve_ends_at_test_mc_exactly_and_starts_with_one_stochastic_pass():
+    torch.manual_seed(0)
+    model = MLP((1, 4, 4), 3, hidden=(16,), drop=partial(Dropout, p=0.5))
+    x, y = torch.randn(30, 1, 4, 4), torch.randint(0, 3, (30,))
+    data = splits(x, y, None)
+
+    def tested(samples: int, batch_size: int = 8):
+        torch.manual_seed(1)
+        return Classification().test(model, data, batch_size, mc_samples=samples)
+
+    first = tested(25)
+    curve = first.mc_curve
+    assert curve["t"] == [1, 2, 3, 5, 10, 20, 25]
+    for name in ("test_mc/acc", "test_mc/nll", "test_mc/ece"):
+        assert len(curve[name]) == 7
+        assert curve[name][-1] == first.metrics[name]  # the same numbers, not merely close
+    assert curve == tested(25).mc_curve  # deterministic given the seed
+    assert curve["test_mc/nll"][0] != first.metrics["test/nll"]  # t = 1 is not weight scaling
+    # t = 1 is one pass with the dropout layers in training mode: the first of the T passes
+    whole = tested(6, batch_size=64)  # one batch: pass 1 is the first draw after the seed
+    torch.manual_seed(1)
+    model.eval()
+    for layer in stochastic_layers(model):
+        layer.train()
+    with torch.no_grad():
+        one = model(x).log_softmax(dim=1)
+    model.eval()
+    assert whole.mc_curve["test_mc/nll"][0] == float(-one.gather(1, y[:, None]).mean())
+    # T = 1 is one deterministic pass (weight scaling): it has no stochastic pass, hence no curve
+    assert tested(1).mc_curve == {} and tested(None).mc_curve == {}
+
+
 def test_a_run_with_mc_dropout_and_an_ood_dataset_records_and_logs_it_all(dropbench, tmp_path):
     done = dropbench(
         "run", *SMALL_MODEL["mlp"], *TINY, "epochs=1", "eval.mc_samples=3", "eval.ood=fashion_mnist"
@@ -172,6 +212,9 @@ def test_a_run_with_mc_dropout_and_an_ood_dataset_records_and_logs_it_all(dropbe
     assert record["config"]["eval.ood"] == "fashion_mnist"
     assert record["data"]["ood"]["dataset"] == "fashion_mnist" and record["data"]["ood"]["test"] == 40
     assert sum(record["reliability"]["test_mc"]["count"]) == record["data"]["test"] == 40
+    curve = record["mc_curve"]
+    assert set(curve) == {"t", "test_mc/acc", "test_mc/nll", "test_mc/ece"} and curve["t"] == [1, 2, 3]
+    assert all(curve[name][-1] == final[name] for name in ("test_mc/acc", "test_mc/nll", "test_mc/ece"))
     events = EventAccumulator(str(run_dir))
     events.Reload()
     histograms = {"test/entropy", "test_mc/mi", "ood/mi_mc"}

@@ -32,6 +32,7 @@ writes into DIR:
   D_M_paired.{png,svg}          the paired differences with their 95% intervals (forest plot)
   D_M_weights.{png,svg}         MLP first-layer weights at each regularizer's best p
   D_M_reliability.{png,svg}     reliability diagrams: weight scaling vs MC dropout at each best p
+  D_M_mc_curve.{png,svg}        MC dropout's error, NLL, ECE against T vs weight scaling (runs with mc_curve)
   merged.{md,csv,tex}           runs found in several folders, each counted once
   excluded.{md,csv,tex}         unfinished, interrupted, diverged and corrupt runs, with the reason
 """

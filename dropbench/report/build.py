@@ -66,6 +66,7 @@ def group_figures(
     heading = f"{options.split} {options.metric} ({tables.UNITS[options.metric]})"
     histories = {folder: run.record.get("history") or [] for folder, run in runs.items()}
     bins = {folder: run.record.get("reliability") or {} for folder, run in runs.items()}
+    mc_curves = {folder: run.record.get("mc_curve") or {} for folder, run in runs.items()}
     shape = in_shape(runs[frame["run"].iloc[0]])
     figures = {
         f"{options.metric}_vs_p": plots.metric_vs_p(
@@ -75,6 +76,7 @@ def group_figures(
         "weights": plots.weight_maps(frame, best, shape, title),
         "reconstructions": plots.reconstructions(frame, best, title),
         "reliability": plots.reliability(frame, best, bins, title, palette),
+        "mc_curve": plots.mc_curve(frame, best, mc_curves, title, palette),
     }
     compared = next((table.numbers for table in made if table.name == "paired"), None)
     if compared is not None:

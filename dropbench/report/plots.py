@@ -1,6 +1,7 @@
 """The report's figures, one (dataset, model) group each: metric vs p, training curves at the
-best p, first-layer weight maps and reliability diagrams. Built on ``matplotlib.figure.Figure``
-(Agg, no pyplot), so no window opens and no global figure state leaks between calls."""
+best p, first-layer weight maps, reliability diagrams and MC dropout against T. Built on
+``matplotlib.figure.Figure`` (Agg, no pyplot), so no window opens and no global figure state
+leaks between calls."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from dropbench.metrics import ECE_BINS
 from dropbench.rundir import RunDir
 from dropbench.tasks import Reconstruction
 from dropbench.weightmap import first_layer_weight, roughness, weight_grid
@@ -283,4 +285,101 @@ def forest(
     )
     ax.set(title=title, xlabel=f"{heading} difference A - B ({unit}), mean and 95% paired-t interval")
     ax.grid(alpha=0.3, axis="x")
+    return fig
+
+
+#: MC dropout's curve panels: (recorded metric, panel title, y label)
+CURVE_PANELS = (
+    ("acc", "test error", "test error (%)"),
+    ("nll", "test NLL", "negative log-likelihood (nats per example)"),
+    ("ece", "test ECE", f"expected calibration error (%, {ECE_BINS} bins)"),
+)
+#: What a run's deterministic ``test/*`` is, by its ``reg.inference`` (DropConnect); else weight scaling
+DETERMINISTIC_NAMES = {
+    "gaussian": "Gaussian inference (moment matching)",
+    "gaussian_sampled": "Gaussian inference (sampled)",
+}
+WEIGHT_SCALING = "weight scaling"
+
+
+#: A recorded metric's factor to the figure's unit: error and ECE in %, NLL in nats
+CURVE_SCALE = {"acc": 100.0, "nll": 1.0, "ece": 100.0}
+
+
+def curve_value(metric: str, values) -> np.ndarray:
+    """A recorded acc, nll or ece in the figure's unit; acc is shown as the error, 1 - acc."""
+    values = np.asarray(values, dtype=float)
+    return CURVE_SCALE[metric] * (1 - values if metric == "acc" else values)
+
+
+def deterministic_name(runs: pd.DataFrame) -> str:
+    """What the runs' ``test/*`` is: weight scaling, or DropConnect's Gaussian inference."""
+    inference = runs["reg.inference"].dropna() if "reg.inference" in runs else pd.Series(dtype=object)
+    return DETERMINISTIC_NAMES.get(inference.iloc[0], WEIGHT_SCALING) if len(inference) else WEIGHT_SCALING
+
+
+def curve_points(curves: list[dict]) -> pd.DataFrame:
+    """Every run's MC curve (``metrics.json`` ``mc_curve``) as rows t, acc, nll, ece."""
+    return pd.concat(
+        [pd.DataFrame({"t": c["t"], **{m: c[f"test_mc/{m}"] for m, _, _ in CURVE_PANELS}}) for c in curves]
+    )
+
+
+def mc_curve(
+    frame: pd.DataFrame,
+    best: pd.DataFrame,
+    curves_by_run: dict[str, dict],
+    title: str,
+    palette: dict[str, str],
+) -> Figure | None:
+    """MC dropout's test error, NLL and ECE against the number of passes T averaged (log axis),
+    one line per regularizer at its best p that recorded ``mc_curve``: mean over seeds with a
+    ±std band; the same runs' deterministic ``test/*`` (weight scaling, or DropConnect's Gaussian
+    inference) as a dashed line of the same colour. None when no run has a curve."""
+    rows = []
+    for label, p in zip(best["label"], best["p"], strict=True):
+        runs = frame[(frame["label"] == label) & same_p(frame["p"], p)]
+        runs = runs[[bool(curves_by_run.get(run)) for run in runs["run"]]]
+        if not runs.empty:
+            rows.append((label, p, runs))
+    if not rows:
+        return None
+    fig = Figure(figsize=(15, 4.8), layout="constrained")
+    axes = fig.subplots(1, len(CURVE_PANELS))
+    handles, ladder, names = [], set(), set()
+    for label, p, runs in rows:
+        color = palette[label]
+        points = curve_points([curves_by_run[run] for run in runs["run"]]).groupby("t")
+        mean, std = points.mean(), points.std().fillna(0)  # sample std; one seed: no band
+        ladder.update(mean.index)
+        name = deterministic_name(runs)
+        names.add(name)
+        for ax, (metric, _, _) in zip(axes, CURVE_PANELS, strict=True):
+            m, s = curve_value(metric, mean[metric]), CURVE_SCALE[metric] * std[metric].to_numpy()
+            ax.plot(mean.index, m, marker="o", markersize=3, color=color)
+            ax.fill_between(mean.index, m - s, m + s, color=color, alpha=0.15, linewidth=0)
+            if f"test/{metric}" in runs:
+                ax.axhline(curve_value(metric, runs[f"test/{metric}"].mean()), linestyle="--", color=color)
+        noted = "" if name == WEIGHT_SCALING else f"; dashed: {name}"
+        handles.append(
+            Line2D([], [], color=color, marker="o", label=f"{with_p(label, p)} (n={len(runs)}){noted}")
+        )
+    ticks = sorted(ladder)
+    for ax, (_, heading, ylabel) in zip(axes, CURVE_PANELS, strict=True):
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, labels=[str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set(title=heading, xlabel="T, stochastic passes averaged (log scale)", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+    dashed = (
+        WEIGHT_SCALING
+        if names == {WEIGHT_SCALING}
+        else f"deterministic test/* ({WEIGHT_SCALING} unless noted)"
+    )
+    styles = [
+        Line2D([], [], color="gray", marker="o", label="MC dropout after T passes, mean ± std over seeds"),
+        Line2D([], [], color="gray", linestyle="--", label=f"{dashed}, mean over seeds"),
+    ]
+    fig.legend(handles=handles + styles, loc="outside right upper", fontsize="small")
+    fig.suptitle(f"{title}: MC dropout against T at each regularizer's best p, vs deterministic inference")
     return fig
