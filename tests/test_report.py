@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from dropbench.cli import main
-from dropbench.report.build import Options, make_report
+from dropbench.report import plots
+from dropbench.report.build import Options, group_tables, make_report
 from dropbench.report.labels import add_labels
+from dropbench.report.runs import runs_frame, scan
 from dropbench.weightmap import first_layer_weight, roughness, spread, weight_grid
 
 SEEDS = (0, 1, 2)
@@ -100,7 +102,21 @@ def record(reg: str, p: float | None, settings: dict, wd: float, seed: int, test
         "history": history(train, val),
         "best": {"epoch": 3, "val/loss": 0.4, "val/acc": val},
         "final": final(reg, seed, train, val, test),
-        **({"reliability": reliability(test)} if reg == "dropout" else {}),
+        **({"reliability": reliability(test), "mc_curve": mc_curve(test, seed)} if reg == "dropout" else {}),
+    }
+
+
+CURVE_T = [1, 2, 3, 5, 10]
+
+
+def mc_curve(test: float, seed: int) -> dict:
+    """MC dropout after t of T = 10 passes, ending at ``final``'s test_mc/* (see :func:`final`)."""
+    gone = [1 - t / 10 for t in CURVE_T]  # 0 at t = T
+    return {
+        "t": CURVE_T,
+        "test_mc/acc": [test + 0.002 - 0.02 * g for g in gone],
+        "test_mc/nll": [0.09 + 0.1 * g for g in gone],
+        "test_mc/ece": [0.005 + seed / 1000 + 0.01 * g for g in gone],
     }
 
 
@@ -269,6 +285,57 @@ def test_mc_table_pairs_deterministic_and_mc_metrics(results, report):
     assert row["test/ece_mean"] == pytest.approx(statistics.mean(ece))
 
 
+def group_figure_inputs(root: Path, model: str = "mlp") -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict]]:
+    """The mnist / ``model`` group's labelled runs, best-p rows and recorded MC curves, as the
+    report has them."""
+    finished, _ = scan([root])
+    frame = runs_frame(finished)
+    frame = add_labels(frame[frame["model"] == model])
+    best = group_tables(frame, Options())[1].numbers
+    return frame, best, {str(run.folder): run.record.get("mc_curve") for run in finished}
+
+
+def test_mc_curve_figure_draws_the_mean_over_seeds_at_best_p_and_weight_scaling_dashed(results):
+    frame, best, curves = group_figure_inputs(results)
+    figure = plots.mc_curve(frame, best, curves, "mnist / mlp", plots.colors(list(pd.unique(frame["label"]))))
+    error_ax, nll_ax, ece_ax = figure.axes[:3]
+    assert error_ax.get_xscale() == "log" and "%" in error_ax.get_ylabel() and "nats" in nll_ax.get_ylabel()
+    records = expected(results, "dropout", 0.2, lambda r: r)  # best p by validation
+    mc, ws = error_ax.lines[:2]  # only dropout recorded curves: its line, then its dashed line
+    assert list(mc.get_xdata()) == CURVE_T
+    for i in range(len(CURVE_T)):
+        errors = [100 * (1 - r["mc_curve"]["test_mc/acc"][i]) for r in records]
+        assert mc.get_ydata()[i] == pytest.approx(statistics.mean(errors))
+    assert mc.get_ydata()[-1] == pytest.approx(
+        statistics.mean(100 * (1 - r["final"]["test_mc/acc"]) for r in records)
+    )
+    assert ws.get_linestyle() == "--" and ws.get_color() == mc.get_color()
+    assert ws.get_ydata()[0] == pytest.approx(statistics.mean(error_pct(r) for r in records))
+    ece = [100 * r["mc_curve"]["test_mc/ece"][0] for r in records]
+    assert ece_ax.lines[0].get_ydata()[0] == pytest.approx(statistics.mean(ece))
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert legend[0] == "dropout, p=0.2 (n=3)" and "weight scaling, mean over seeds" in legend
+
+
+def test_mc_curve_figure_names_gaussian_inference_and_is_skipped_without_curves(tmp_path):
+    for seed in (0, 1):
+        gaussian = record("dropconnect", 0.5, {"inference": "gaussian"}, 0.0, seed, 0.98, 0.98)
+        gaussian["mc_curve"] = mc_curve(0.98, seed)
+        write_run(tmp_path / "runs" / f"gaussian_{seed}", gaussian)
+        plain = record("dropout", 0.5, {}, 0.0, seed, 0.97, 0.97)
+        plain["config"]["model"] = "cnn"
+        del plain["mc_curve"]  # no curve recorded: e.g. a run from before mc_curve
+        write_run(tmp_path / "runs" / f"plain_{seed}", plain)
+    made = make_report([tmp_path / "runs"], tmp_path / "report", Options())
+    assert (made.folder / "mnist_mlp_mc_curve.png").is_file()
+    assert (made.folder / "mnist_cnn_reliability.png").is_file()  # MC dropout without its curve
+    assert not list(made.folder.glob("mnist_cnn_mc_curve.*"))
+    frame, best, curves = group_figure_inputs(tmp_path / "runs")
+    figure = plots.mc_curve(frame, best, curves, "mnist / mlp", plots.colors(["dropconnect"]))
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert legend[0] == "dropconnect, p=0.5 (n=2); dashed: Gaussian inference (moment matching)"
+
+
 def test_runs_that_did_not_finish_are_listed_and_left_out(report):
     left_out = pd.read_csv(report.folder / "excluded.csv")
     statuses = dict(zip(left_out["run"].map(lambda run: Path(run).name), left_out["status"], strict=True))
@@ -288,7 +355,7 @@ def test_files_exist_and_csv_round_trips(results, report):
     for stem in ("main", "best_p", "gap", "mc"):
         for ext in ("md", "csv", "tex"):
             assert (report.folder / f"mnist_mlp_{stem}.{ext}").stat().st_size > 0
-    for stem in ("error_vs_p", "curves", "weights", "reliability"):
+    for stem in ("error_vs_p", "curves", "weights", "reliability", "mc_curve"):
         assert (report.folder / f"mnist_mlp_{stem}.png").read_bytes()[:4] == b"\x89PNG"
         assert "<svg" in (report.folder / f"mnist_mlp_{stem}.svg").read_text()
     tex = (report.folder / "mnist_mlp_main.tex").read_text()

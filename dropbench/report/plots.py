@@ -380,6 +380,7 @@ def mc_curve(
         Line2D([], [], color="gray", marker="o", label="MC dropout after T passes, mean ± std over seeds"),
         Line2D([], [], color="gray", linestyle="--", label=f"{dashed}, mean over seeds"),
     ]
-    fig.legend(handles=handles + styles, loc="outside right upper", fontsize="small")
+    # below the panels: a legend at the right would run into the title with long row labels
+    fig.legend(handles=handles + styles, loc="outside lower center", ncols=2, fontsize="small")
     fig.suptitle(f"{title}: MC dropout against T at each regularizer's best p, vs deterministic inference")
     return fig
