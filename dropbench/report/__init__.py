@@ -27,6 +27,8 @@ writes into DIR:
   D_M_gap.{md,csv,tex}          train acc - test acc, in percentage points
   D_M_mc.{md,csv,tex}           deterministic vs MC dropout acc, NLL, ECE (runs with test_mc/*)
   D_M_paired.{md,csv,tex}       regularizers at their best p against none and each other, paired by seed
+  D_M_ood.{md,csv,tex}          OOD detection AUROC and FPR at 95% TPR per score (runs with eval.ood)
+  D_M_ood_paired.{md,csv,tex}   each score's AUROC against max softmax probability, paired by seed
   D_M_error_vs_p.{png,svg}      the metric against p (acc_vs_p with --metric acc)
   D_M_curves.{png,svg}          train and validation curves at each regularizer's best p
   D_M_paired.{png,svg}          the paired differences with their 95% intervals (forest plot)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from dropbench.errors import DropbenchError
-from dropbench.report import dedupe, paired, plots, tables
+from dropbench.report import dedupe, ood, paired, plots, tables
 from dropbench.report.labels import add_labels
 from dropbench.report.render import markdown, save_figure, write_table, write_text
 from dropbench.report.runs import GAP, Run, in_shape, runs_frame, scan
@@ -52,6 +52,8 @@ def group_tables(frame: pd.DataFrame, options: Options) -> list[tables.Table]:
     optional = [
         tables.mc_table(frame),
         paired.paired_table(frame, best.numbers, options.metric, options.split),
+        ood.ood_table(frame, best.numbers),
+        ood.ood_paired_table(frame, best.numbers),
     ]
     return made + [table for table in optional if table is not None]
 
