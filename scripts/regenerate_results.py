@@ -45,6 +45,7 @@ FINDINGS = {
     "mlp_dropconnect_fair": fair("mlp_dropconnect_fair"),
     "cnn_fair": fair("cnn_fair"),
     "lstm_fair": fair("lstm_fair"),
+    "ood_mc": ["ood_mc"],
 }
 GPU = {"mlp_dropconnect"}
 #: the settings a finding's report chooses on validation together with p (report --tune)

@@ -46,7 +46,7 @@ def test_each_score_is_compared_with_msp_in_the_same_runs_as_scipy_does(out):
     rows = pd.read_csv(out / "mnist_mlp_ood_paired.csv").set_index("comparison")
     runs = pd.read_csv(out / "runs.csv").sort_values("seed")
     for score in ("entropy", "entropy_mc", "mi_mc"):
-        row = rows.loc[f"dropout, p=0.5: {score} vs dropout, p=0.5: msp"]
+        row = rows.loc[f"dropout, p=0.5: {score} − msp"]
         test = stats.ttest_rel(100 * runs[f"ood/auroc_{score}"], 100 * runs["ood/auroc_msp"])
         assert row["p"] == pytest.approx(test.pvalue, rel=1e-8)
         interval = test.confidence_interval(0.95)

@@ -104,7 +104,12 @@ def ood_paired_table(frame: pd.DataFrame, best: pd.DataFrame) -> Table | None:
             )
             for score in scores
         }
-        compared += [paired.compare(arm[score], arm[BASELINE]) for score in scores if score != BASELINE]
+        compared += [
+            paired.compare(arm[score], arm[BASELINE])
+            | {"comparison": f"{with_p(label, p)}: {score} − {BASELINE}"}
+            for score in scores
+            if score != BASELINE
+        ]
     rows = pd.DataFrame(compared)
     rows["p_holm"] = paired.holm(rows["p"])
     rows["verdict"] = [
@@ -117,7 +122,7 @@ def ood_paired_table(frame: pd.DataFrame, best: pd.DataFrame) -> Table | None:
     ]
     shown = pd.DataFrame(
         {
-            "comparison": rows["comparison"].str.replace(" vs ", " − ", regex=False),
+            "comparison": rows["comparison"],
             "verdict": rows["verdict"],
             "n": rows["n"],
             "Δ AUROC (pp)": rows["diff_mean"].map(paired.number_text),
