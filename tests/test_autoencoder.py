@@ -118,3 +118,15 @@ def test_an_autoencoder_sweep_runs_and_reports_its_reconstructions_and_weight_ma
     assert "test mse (×10⁻³)" in text and "p chosen by mean validation loss" in text
     for stem in ("main.csv", "reconstructions.png", "weights.png", "curves.png"):
         assert (tmp_path / "report" / f"mnist_autoencoder_{stem}").is_file(), stem
+
+
+def test_a_dropconnect_decoder_emits_logits_so_reconstructions_can_be_dark(splits):
+    """DropConnect's factory carries the hidden units' ReLU; the decoder must not apply it, or
+    every logit is >= 0 and every reconstructed pixel >= 0.5."""
+    cfg = compose_config(["model=autoencoder", "model.hidden=32", "reg=dropconnect", "device=cpu"])
+    model = build_training(cfg, check_config(cfg), splits).model.eval()
+    assert model.encoder.activation is not None and model.decoder.activation is None
+    with torch.no_grad():
+        model.decoder.bias.fill_(-5.0)
+        logits = model(splits.test_x[:4])
+    assert (logits < 0).any()

@@ -44,6 +44,10 @@ class Autoencoder(nn.Module):
         self.encoder = make_linear(width, hidden)
         self.drop = make_drop(drop)
         self.decoder = make_linear(hidden, width)
+        if getattr(self.decoder, "activation", None) is not None:
+            # the factory's activation (DropConnect's ReLU) is for hidden units; the decoder's
+            # outputs are logits of a sigmoid, and a ReLU there would keep every pixel >= 0.5
+            self.decoder.activation = None
         if getattr(self.decoder, "inference", "mean") != "mean":
             # DropConnect's Gaussian inference averages a ReLU; the decoder feeds a sigmoid
             raise ValueError("reg.inference must be mean for the autoencoder (its decoder has no ReLU)")
