@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dropbench.atomic import torch_save_atomic, write_json_atomic
-from dropbench.build import build_training, check_config, load_data
+from dropbench.build import build_training, check_config, declared_defaults, load_data
 from dropbench.data import DataSplits
 from dropbench.errors import ConfigError, DropbenchError
 from dropbench.record import ScalarLog, data_summary, finished_details, run_record
@@ -55,6 +55,10 @@ class RunLifecycle:
         self.threads = self.knobs.threads or default_threads(n_jobs)
         self.force = self.knobs.force
 
+    def defaults(self) -> dict[str, Any]:
+        """The declared defaults of this run's groups, for records made before a setting existed."""
+        return declared_defaults(self.choices)
+
     def record(self, status: str, history: list[Metrics], **details: Any) -> dict[str, Any]:
         return run_record(status, self.settings, self.resolved, history, str(self.knobs.device), **details)
 
@@ -70,7 +74,9 @@ class RunLifecycle:
         if record.get("status") not in DONE_STATUSES:
             return None  # an interrupted run: resume from its checkpoint
         stored = result_defining(record.get("resolved_config", {}), self.uses_p)
-        check_same_config(self.run_dir.path, f"{record['status']} run", stored, self.defining)
+        check_same_config(
+            self.run_dir.path, f"{record['status']} run", stored, self.defining, self.defaults()
+        )
         return record
 
     def made_by_this_command(self) -> dict[str, Any] | None:
@@ -95,7 +101,7 @@ class RunLifecycle:
         OmegaConf.save(self.cfg, self.run_dir.resolved_config, resolve=True)
         self.state = FitState()
         if checkpoint.is_file():
-            self.state = load_checkpoint(checkpoint, self.defining, training)
+            self.state = load_checkpoint(checkpoint, self.defining, training, self.defaults())
             log.info("resuming %s after epoch %d of %d", self.run_dir.path, self.state.epoch, knobs.epochs)
         scalars = ScalarLog(self.run_dir.path, resumed_after=self.state.epoch)
 

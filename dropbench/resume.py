@@ -30,8 +30,11 @@ from dropbench.train import FitState, Training
 DONE_STATUSES = ("finished", "diverged")  # re-running these would only repeat them
 
 
-def check_same_config(run_dir: Path, what: str, stored: dict[str, Any], current: dict[str, Any]) -> None:
-    conflict = config_conflict(stored, current)
+def check_same_config(
+    run_dir: Path, what: str, stored: dict[str, Any], current: dict[str, Any], defaults: dict[str, Any] | None
+) -> None:
+    """A ConfigError unless ``stored`` and ``current`` agree (``defaults``: see :func:`config_conflict`)."""
+    conflict = config_conflict(stored, current, defaults)
     if conflict:
         raise ConfigError(
             f"{run_dir} holds a {what} with another config ({conflict}); "
@@ -69,7 +72,9 @@ def save_checkpoint(path: Path, config: dict[str, Any], state: FitState, trainin
     torch_save_atomic(payload, path)
 
 
-def load_checkpoint(path: Path, config: dict[str, Any], training: Training) -> FitState:
+def load_checkpoint(
+    path: Path, config: dict[str, Any], training: Training, defaults: dict[str, Any] | None = None
+) -> FitState:
     """Restore what :func:`save_checkpoint` saved into freshly built objects; returns the fit state."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -77,7 +82,7 @@ def load_checkpoint(path: Path, config: dict[str, Any], training: Training) -> F
         raise ConfigError(
             f"{path} cannot be read ({type(error).__name__}); force=true starts this run over"
         ) from None
-    check_same_config(path.parent, "checkpoint", payload["config"], config)
+    check_same_config(path.parent, "checkpoint", payload["config"], config, defaults)
     training.model.load_state_dict(payload["model"])
     training.optimizer.load_state_dict(payload["optimizer"])
     training.scheduler.load_state_dict(payload["scheduler"])

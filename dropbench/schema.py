@@ -201,9 +201,22 @@ def result_defining(resolved: dict[str, Any], uses_p: bool) -> dict[str, Any]:
     return {key: value for key, value in flatten(resolved).items() if not is_under(key, skipped)}
 
 
-def config_conflict(stored: dict[str, Any], current: dict[str, Any]) -> str | None:
-    """None if two ``result_defining`` configs agree, else a short account of how they differ."""
-    keys = sorted(k for k in stored.keys() | current.keys() if stored.get(k) != current.get(k))
+def config_conflict(
+    stored: dict[str, Any], current: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> str | None:
+    """None if two ``result_defining`` configs agree, else a short account of how they differ.
+
+    A setting the stored config lacks was added to dropbench after that run: the run computed
+    what its declared default computes, so it agrees when the current value is that default
+    (``defaults``: the flattened yaml defaults, :func:`dropbench.build.declared_defaults`)."""
+    defaults = defaults or {}
+
+    def agree(key: str) -> bool:
+        if key not in stored and key in defaults:
+            return current.get(key) == defaults[key]
+        return stored.get(key) == current.get(key)
+
+    keys = sorted(k for k in stored.keys() | current.keys() if not agree(k))
     if not keys:
         return None
     shown = "; ".join(f"{k}: {stored.get(k)!r} there, {current.get(k)!r} now" for k in keys[:3])

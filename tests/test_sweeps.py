@@ -117,6 +117,23 @@ def test_a_run_with_a_different_config_in_its_folder_is_refused_naming_the_diffe
     assert json.loads(path.read_text()) == record  # nothing lost
 
 
+def test_a_record_made_before_a_setting_existed_agrees_when_the_setting_is_at_its_default(
+    dropbench, tmp_path
+):
+    assert dropbench("run", *MLP, "epochs=1").returncode == 0
+    [path] = (tmp_path / "results").rglob("metrics.json")
+    record = json.loads(path.read_text())
+    del record["resolved_config"]["eval"]  # as if eval.* had been added to dropbench since
+    path.write_text(json.dumps(record))
+    again = dropbench("run", *MLP, "epochs=1")
+    assert again.returncode == 0 and "dropbench: skip" in again.stdout
+    assert json.loads(path.read_text()) == record  # skipped, not re-run
+    del record["resolved_config"]["epochs"]  # missing, and this run is not at the default (10)
+    path.write_text(json.dumps(record))
+    refused = dropbench("run", *MLP, "epochs=1")
+    assert refused.returncode == 2 and "(epochs: None there, 1 now)" in refused.stderr
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_stops_cleanly_and_the_rerun_resumes_to_the_uninterrupted_result(
     dropbench_env, dropbench, tmp_path, stop
