@@ -47,7 +47,7 @@ DEFINING = (Role.IDENTITY, Role.RESULT)
 def knob(role: Role, check: checks.Check, key: str | None = None, penalty: bool = False, labels: bool = True):
     """A top-level knob: its role, its check, its dotted key (default: the field name).
 
-    ``penalty``: a regularizer's strength of its own (wd, max_norm): a table names it whenever it
+    ``penalty``: a regularizer's strength of its own (wd, l1, max_norm): a table names it whenever it
     is on. ``labels``: whether a table row must name it when it varies (MC samples change only
     the ``test_mc`` metrics, so they do not split rows).
     """
@@ -69,6 +69,7 @@ class Knobs:
     p: float = knob(Role.IDENTITY, checks.probability)
     seed: int = knob(Role.IDENTITY, checks.whole(0, 2**64 - 1))  # torch.manual_seed's range
     wd: float = knob(Role.RESULT, checks.non_negative, penalty=True)
+    l1: float = knob(Role.RESULT, checks.non_negative, penalty=True)
     max_norm: float | None = knob(Role.RESULT, checks.optional(checks.positive), penalty=True)
     lr: float = knob(Role.RESULT, checks.positive)
     epochs: int = knob(Role.RESULT, checks.whole(1))

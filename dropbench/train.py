@@ -33,6 +33,9 @@ class Training:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     generator: torch.Generator
     task: Task = field(default_factory=Classification)  # bound to the data (dropbench.tasks)
+    #: a penalty added to every batch's loss before the backward pass (L1: lambda * sum |W|);
+    #: ``train/loss`` stays the task's loss alone, as it does under L2's weight decay
+    penalty: Callable[[], torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,9 @@ def train_epoch(
     for step, (inputs, targets) in enumerate(batches, 1):
         output = model(inputs)
         loss, batch_hits = task.step(output, inputs, targets)
+        objective = loss if training.penalty is None else loss + training.penalty()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
