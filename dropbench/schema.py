@@ -73,6 +73,7 @@ class Knobs:
     max_norm: float | None = knob(Role.RESULT, checks.optional(checks.positive), penalty=True)
     lr: float = knob(Role.RESULT, checks.positive)
     epochs: int = knob(Role.RESULT, checks.whole(1))
+    patience: int | None = knob(Role.RESULT, checks.optional(checks.whole(1)))
     batch_size: int = knob(Role.RESULT, checks.whole(1))
     mc_samples: int | None = knob(
         Role.RESULT, checks.optional(checks.whole(1)), key="eval.mc_samples", labels=False

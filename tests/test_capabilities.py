@@ -1,14 +1,20 @@
 """Training capabilities beyond the regularizer: the L1 penalty, early stopping, the activation,
 dropout's place around it, and batch normalisation."""
 
+from functools import partial
+
 import pytest
 import torch
 from fakedata import fake_splits
 
 from dropbench.build import build_training, check_config, compose_config
 from dropbench.models import MLP
-from dropbench.regularizers import l1_penalty, penalised_weights
-from dropbench.train import FitOptions, fit
+from dropbench.record import finished_details
+from dropbench.regularizers import Dropout, l1_penalty, penalised_weights
+from dropbench.resume import load_checkpoint, save_checkpoint
+from dropbench.schedules import constant, per_step
+from dropbench.tasks import Classification
+from dropbench.train import FitOptions, FitState, Training, fit
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +54,78 @@ def test_l1_is_off_at_zero_and_a_loss_term_that_shrinks_weights_when_on(data):
         return sum(float(w.detach().abs().sum()) for w in penalised_weights(training.model))
 
     assert total(penalised) < 0.9 * total(plain)
+
+
+class ScriptedValidation(Classification):
+    """A classifier whose validation selection key follows a script, one value per epoch."""
+
+    def __init__(self, keys):
+        self.keys = keys
+
+    def selection_key(self, row):
+        return (self.keys[int(row["epoch"]) - 1],)
+
+
+#: best at epoch 2, then no better: with patience 3 the fit stops after epoch 5 of 8
+SCRIPT = [1.0, 3.0, 2.0, 3.0, 2.5, 4.0, 5.0, 6.0]
+EPOCHS, PATIENCE = 8, 3
+
+
+def scripted(data):
+    torch.manual_seed(0)
+    model = MLP(data.shape, data.num_classes, hidden=(16,), drop=partial(Dropout, p=0.3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    scheduler = per_step(optimizer, constant, EPOCHS * 6)
+    return Training(model, optimizer, scheduler, torch.Generator().manual_seed(0), ScriptedValidation(SCRIPT))
+
+
+class Stop(Exception):
+    """Stands in for Ctrl-C after a given epoch's checkpoint."""
+
+
+def test_early_stopping_stops_n_epochs_after_the_best_and_tests_the_best_weights(data):
+    training = scripted(data)
+    rows = []
+    result = fit(training, data, FitOptions(EPOCHS, 50, 256, patience=PATIENCE), on_epoch=rows.append)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5] and rows == result.history
+    assert result.best_epoch == 2 and result.early_stop == {"epoch": 5, "best_epoch": 2, "patience": 3}
+    assert result.train_samples == 5 * len(data.train_y)
+    for name, tensor in training.model.state_dict().items():  # tested: the best epoch's weights
+        assert torch.equal(tensor, result.best_state[name]), name
+    again = Classification().evaluate(training.model, data.test_x, data.test_y, 256, "test")
+    assert again == pytest.approx({k: result.final[k] for k in again})
+    assert result.final["test_last/acc"] >= 0  # the last (epoch 5) weights are tested too
+    record = finished_details(result, 1.0, "acc")
+    assert record["early_stop"] == {"epoch": 5, "best_epoch": 2, "patience": 3}
+    assert record["best"]["epoch"] == 2
+    unstopped = fit(scripted(data), data, FitOptions(EPOCHS, 50, 256))
+    assert len(unstopped.history) == EPOCHS and unstopped.early_stop is None
+    assert "early_stop" not in finished_details(unstopped, 1.0, "acc")
+
+
+@pytest.mark.parametrize("stop_after", [3, 4])
+def test_a_resumed_run_keeps_its_patience_and_stops_at_the_same_epoch(data, tmp_path, stop_after):
+    options = FitOptions(EPOCHS, 50, 256, patience=PATIENCE)
+    uninterrupted = fit(scripted(data), data, options)
+    path, config = tmp_path / "checkpoint.pt", {"patience": PATIENCE}
+    parts = scripted(data)
+
+    def save_then_stop(state: FitState) -> None:
+        save_checkpoint(path, config, state, parts)
+        if state.epoch == stop_after:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit(parts, data, options, on_checkpoint=save_then_stop)
+    fresh = scripted(data)
+    state = load_checkpoint(path, config, fresh)
+    assert state.epoch == stop_after and state.epochs_since_best == stop_after - 2
+    resumed = fit(fresh, data, options, state=state)
+    assert resumed.early_stop == uninterrupted.early_stop == {"epoch": 5, "best_epoch": 2, "patience": 3}
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4, 5]
+
+    def strip(history):
+        return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in history]
+
+    assert strip(resumed.history) == strip(uninterrupted.history)
+    assert repr(resumed.final) == repr(uninterrupted.final)  # exact, NaN (no wrong answer) included
