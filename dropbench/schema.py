@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from dropbench import checks
+from dropbench.models.common import ACTIVATIONS, NORMS
 
 
 class Role(str, Enum):
@@ -134,10 +135,14 @@ OTHERS = (
 )
 SETTINGS = (*GROUPS, *KNOBS, *OTHERS)
 #: Checks of group settings whose yaml default (null) gives no kind to keep (the others keep
-#: their default's kind: :func:`dropbench.build.check_group_types`). Ranges that depend on the
-#: data (train_size at most the examples left after val_size) are checked when it loads.
+#: their default's kind: :func:`dropbench.build.check_group_types`), and of the model settings
+#: that name a choice (absent from models without them: the LSTM has no ``model.activation``).
+#: Ranges that depend on the data (train_size at most the examples left after val_size) are
+#: checked when it loads.
 GROUP_SETTING_CHECKS = {
     "dataset.train_size": checks.optional(checks.whole(1)),
+    "model.activation": checks.optional(checks.one_of(lambda: tuple(ACTIVATIONS))),
+    "model.norm": checks.optional(checks.one_of(lambda: NORMS)),
 }
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from fakedata import fake_splits
 
-from dropbench.build import build_training, check_config, compose_config
-from dropbench.models import MLP
+from dropbench.build import build_model, build_training, check_config, compose_config
+from dropbench.models import CNN, MLP
 from dropbench.record import finished_details
 from dropbench.regularizers import Dropout, l1_penalty, penalised_weights
 from dropbench.resume import load_checkpoint, save_checkpoint
@@ -129,3 +129,45 @@ def test_a_resumed_run_keeps_its_patience_and_stops_at_the_same_epoch(data, tmp_
 
     assert strip(resumed.history) == strip(uninterrupted.history)
     assert repr(resumed.final) == repr(uninterrupted.final)  # exact, NaN (no wrong answer) included
+
+
+def kinds(model):
+    return [type(m).__name__ for m in model.modules()]
+
+
+@pytest.mark.parametrize(
+    "activation, module", [("relu", torch.nn.ReLU), ("tanh", torch.nn.Tanh), ("sigmoid", torch.nn.Sigmoid)]
+)
+def test_the_mlp_and_the_cnn_use_the_activation_they_are_given(activation, module):
+    mlp = MLP((1, 8, 8), 3, hidden=(5, 6), activation=activation)
+    cnn = CNN((1, 8, 8), 3, channels=(2, 4), fc=(5,), activation=activation)
+    for model, count in ((mlp, 2), (cnn, 3)):
+        found = [
+            m for m in model.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.Tanh, torch.nn.Sigmoid))
+        ]
+        assert len(found) == count and all(type(m) is module for m in found), kinds(model)
+    with pytest.raises(
+        ValueError, match=r"^model\.activation='gelu' is invalid; valid: relu, tanh, sigmoid$"
+    ):
+        MLP((1, 8, 8), 3, hidden=(5,), activation="gelu")
+
+
+def test_the_default_models_keep_their_layers_and_state_dict_keys():
+    assert list(MLP((1, 8, 8), 3, hidden=(5, 6)).state_dict()) == [
+        f"net.{i}.{k}" for i in (1, 4, 7) for k in ("weight", "bias")
+    ]
+    cnn = CNN((1, 8, 8), 3, channels=(2,), fc=(5,))
+    assert [k for k in cnn.state_dict() if k.startswith("features")] == [
+        "features.0.0.0.weight",
+        "features.0.0.0.bias",
+    ]
+    assert kinds(cnn.features[0][0]) == ["Sequential", "Conv2d", "ReLU", "MaxPool2d"]
+
+
+def test_dropconnect_layers_apply_the_model_s_activation_and_none_follows_them(data):
+    cfg = compose_config(["device=cpu", "model.hidden=[16]", "reg=dropconnect", "model.activation=tanh"])
+    model = build_model(cfg, check_config(cfg), data)
+    layer, after = model.net[1], model.net[2]
+    assert layer.activation is torch.tanh and isinstance(after, torch.nn.Identity)
+    cfg = compose_config(["device=cpu", "model.hidden=[16]", "reg=dropconnect"])
+    assert build_model(cfg, check_config(cfg), data).net[1].activation is torch.relu

@@ -212,6 +212,10 @@ BAD_INPUTS = {
     "+epochs=3": "+epochs=3 adds epochs, which exists already; use epochs=3",
     "reg.input_p=1.5": "reg.input_p=1.5 is out of range; reg.input_p is the drop probability",
     "dataset.train_size=abc": "dataset.train_size='abc' is invalid; dataset.train_size must be a whole",
+    "model.activation=gelu": "model.activation='gelu' is invalid; valid: relu, tanh, sigmoid",
+    "model.norm=layer": "model.norm='layer' is invalid; valid: none, batch",
+    "reg=dropconnect reg.inference=gaussian model.activation=tanh": "reg.inference='gaussian' has a closed "
+    "form for a ReLU (or no activation), not tanh; use reg.inference='gaussian_sampled'",
 }
 
 
@@ -233,6 +237,8 @@ def test_bad_input_fails_with_one_line_and_leaves_no_run(dropbench, tmp_path, ba
     [
         (["reg.input_p=1.5"], "reg.input_p=1.5"),
         (["dataset.train_size=abc"], "dataset.train_size='abc'"),
+        (["model.activation=gelu"], "model.activation='gelu'"),
+        (["model=cnn", "model.norm=layer"], "model.norm='layer'"),
         (["reg=dropconnect", "reg.mask=unit"], "reg.mask='unit'"),
         (["model=lstm", "model.hidden=8", "reg=variational", "reg.p_hidden=2"], "reg.p_hidden=2"),
     ],
