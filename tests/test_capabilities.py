@@ -171,3 +171,37 @@ def test_dropconnect_layers_apply_the_model_s_activation_and_none_follows_them(d
     assert layer.activation is torch.tanh and isinstance(after, torch.nn.Identity)
     cfg = compose_config(["device=cpu", "model.hidden=[16]", "reg=dropconnect"])
     assert build_model(cfg, check_config(cfg), data).net[1].activation is torch.relu
+
+
+def placed(place, activation):
+    torch.manual_seed(0)
+    return MLP(
+        (1, 4, 4), 3, hidden=(32, 32), drop=partial(Dropout, p=0.5, place=place), activation=activation
+    )
+
+
+def masked_output(model, x):
+    torch.manual_seed(7)  # the same masks in both models: the same shapes, drawn in the same order
+    return model.train()(x)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_dropout_before_the_activation_differs_for_tanh_and_not_for_relu(activation):
+    after, before = placed("after", activation), placed("before", activation)
+    assert isinstance(before.net[2], Dropout) and isinstance(after.net[3], Dropout)
+    x = torch.randn(64, 1, 4, 4)
+    a, b = masked_output(after, x), masked_output(before, x)
+    if activation == "relu":  # relu(m * x / (1-p)) = m * relu(x) / (1-p): a non-negative scaling commutes
+        assert torch.equal(a, b)
+    else:
+        assert not torch.allclose(a, b)
+    assert torch.equal(after.eval()(x), before.eval()(x))  # inverted dropout: identity in eval mode
+
+
+def test_dropout_before_the_activation_is_refused_where_a_model_has_no_such_place():
+    from dropbench.models import LSTM
+
+    with pytest.raises(ValueError, match=r"^reg\.place=before: the LSTM .*use reg\.place=after$"):
+        LSTM((1, 4, 4), 3, hidden=4, drop=partial(Dropout, p=0.5, place="before"))
+    with pytest.raises(ValueError, match=r"^place='middle' is invalid; valid: after, before$"):
+        Dropout(0.5, place="middle")

@@ -214,6 +214,7 @@ BAD_INPUTS = {
     "dataset.train_size=abc": "dataset.train_size='abc' is invalid; dataset.train_size must be a whole",
     "model.activation=gelu": "model.activation='gelu' is invalid; valid: relu, tanh, sigmoid",
     "model.norm=layer": "model.norm='layer' is invalid; valid: none, batch",
+    "reg.place=middle": "reg.place='middle' is invalid; valid: after, before",
     "reg=dropconnect reg.inference=gaussian model.activation=tanh": "reg.inference='gaussian' has a closed "
     "form for a ReLU (or no activation), not tanh; use reg.inference='gaussian_sampled'",
 }

@@ -65,6 +65,17 @@ NORMS = ("none", "batch")
 PLACES = ("after", "before")
 
 
+def make_drop_after(drop: DropFactory | None, model: str) -> nn.Module:
+    """:func:`make_drop` for a model that places its drop layers only one way (after its
+    activation, or where it has none): ``place=before`` is refused, never ignored."""
+    layer = make_drop(drop)
+    if getattr(layer, "place", "after") != "after":
+        raise ValueError(
+            f"reg.place={layer.place}: {model} puts its drop layers in one place; use reg.place=after"
+        )
+    return layer
+
+
 def check_choice(key: str, value: object, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{key}={value!r} is invalid; valid: {', '.join(choices)}")
