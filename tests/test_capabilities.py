@@ -205,3 +205,59 @@ def test_dropout_before_the_activation_is_refused_where_a_model_has_no_such_plac
         LSTM((1, 4, 4), 3, hidden=4, drop=partial(Dropout, p=0.5, place="before"))
     with pytest.raises(ValueError, match=r"^place='middle' is invalid; valid: after, before$"):
         Dropout(0.5, place="middle")
+
+
+def test_batch_norm_sits_between_each_hidden_layer_and_its_activation():
+    mlp = MLP((1, 4, 4), 3, hidden=(8, 8), norm="batch", drop=partial(Dropout, p=0.5))
+    names = [type(m).__name__ for m in mlp.net]
+    assert names == ["Flatten", *["Linear", "BatchNorm1d", "ReLU", "Dropout"] * 2, "Linear"]
+    cnn = CNN((1, 8, 8), 3, channels=(2, 4), fc=(5,), norm="batch", activation="tanh")
+    assert kinds(cnn.features[0][0]) == ["Sequential", "Conv2d", "BatchNorm2d", "Tanh", "MaxPool2d"]
+    assert [type(m).__name__ for m in cnn.head][1:4] == ["Linear", "BatchNorm1d", "Tanh"]
+    with pytest.raises(ValueError, match=r"^model\.norm=batch .*DropConnect.*use model\.norm=none$"):
+        from dropbench.regularizers import DropConnectLinear
+
+        MLP((1, 4, 4), 3, hidden=(8,), norm="batch", linear=partial(DropConnectLinear, activation=torch.relu))
+
+
+def test_mc_dropout_keeps_batch_norm_in_eval_mode(data):
+    from dropbench.tasks import predict
+
+    torch.manual_seed(0)
+    model = MLP(data.shape, data.num_classes, hidden=(16,), norm="batch", drop=partial(Dropout, p=0.5))
+    model.train()(data.train_x[:100])  # running statistics away from their initial values
+    norm = model.net[2]
+    stats = (norm.running_mean.clone(), norm.running_var.clone(), int(norm.num_batches_tracked))
+    modes = []
+    norm.register_forward_hook(lambda module, inputs, output: modes.append(module.training))
+    predict(model, data.test_x, 32, samples=4)
+    assert modes and not any(modes)  # every pass normalised with the running statistics
+    assert torch.equal(norm.running_mean, stats[0]) and torch.equal(norm.running_var, stats[1])
+    assert int(norm.num_batches_tracked) == stats[2]
+    log_probs, _ = predict(model, data.test_x, 32, samples=4)
+    again, _ = predict(model, data.test_x, 32, samples=4)
+    assert not torch.equal(log_probs, again)  # the dropout masks did vary
+
+
+def test_the_new_settings_run_end_to_end_and_are_recorded(dropbench, tmp_path):
+    import json
+
+    from tinyrun import SMALL_MODEL, TINY, run_dirs
+
+    done = dropbench(
+        "run", *SMALL_MODEL["mlp"], *TINY, "epochs=3", "patience=1", "l1=1e-4", "wd=1e-4",
+        "model.activation=tanh", "model.norm=batch", "reg.place=before", "eval.mc_samples=2",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [run_dir] = run_dirs(tmp_path / "results")
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "finished" and "test_mc/acc" in record["final"]
+    assert (record["config"]["l1"], record["config"]["patience"]) == (1e-4, 1)
+    resolved = record["resolved_config"]
+    assert (resolved["model"]["activation"], resolved["model"]["norm"], resolved["reg"]["place"]) == (
+        "tanh",
+        "batch",
+        "before",
+    )
+    stopped = record.get("early_stop")
+    assert stopped is None or stopped["epoch"] == stopped["best_epoch"] + 1 == len(record["history"])
