@@ -117,6 +117,7 @@ class RunLifecycle:
             knobs.batch_size,
             knobs.eval_batch_size,
             knobs.mc_samples,
+            knobs.patience,
             progress=sys.stderr.isatty(),
             check_stop=STOP.check,
             on_progress=None if sys.stderr.isatty() else self.log_progress,
@@ -227,6 +228,14 @@ class RunLifecycle:
         write_json_atomic(self.run_dir.metrics, self.record("finished", result.history, **summary, **details))
         self.run_dir.checkpoint.unlink(missing_ok=True)  # the result supersedes it
         final = details["final"]
+        if result.early_stop is not None:
+            log.info(
+                "stopped early after epoch %d of %d: no better validation epoch than %d in %d epochs",
+                result.early_stop["epoch"],
+                self.knobs.epochs,
+                result.best_epoch,
+                result.early_stop["patience"],
+            )
         log.info(
             "%s: test/%s %.4f (best epoch %d), test_last/%s %.4f, %.0f samples/s",
             self.run_dir.path,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
 from typing import Any
 
 import torch
@@ -30,7 +31,13 @@ from dropbench.data import SOURCE_SHAPES, DataSplits, OodImages, load_ood_images
 from dropbench.errors import ConfigError, DataError, DropbenchError
 from dropbench.models.common import SIZED_SLOTS
 from dropbench.preflight import config_dir
-from dropbench.regularizers import apply_max_norm, hidden_weights, l2_parameter_groups
+from dropbench.regularizers import (
+    apply_max_norm,
+    hidden_weights,
+    l1_penalty,
+    l2_parameter_groups,
+    penalised_weights,
+)
 from dropbench.schedules import per_step
 from dropbench.schema import DEFINING, GROUPS, Knobs, check_knobs, dataset_names, flatten
 from dropbench.tasks import stochastic_layers, task_of
@@ -269,7 +276,8 @@ def constrain_max_norm(model: nn.Module, optimizer: torch.optim.Optimizer, c: fl
 
 
 def build_training(cfg: DictConfig, knobs: Knobs, data: DataSplits) -> Training:
-    """Model (with its regularizer), optimizer over L2 parameter groups, per-step schedule, generator."""
+    """Model (with its regularizer), optimizer over L2 parameter groups, per-step schedule,
+    generator, and with ``l1`` > 0 the L1 penalty as a loss term (:mod:`dropbench.regularizers.l1`)."""
     model = build_model(cfg, knobs, data)
     optimizer = instantiate_group("optimizer", cfg.optimizer)(
         l2_parameter_groups(model, knobs.wd), lr=knobs.lr
@@ -279,4 +287,5 @@ def build_training(cfg: DictConfig, knobs: Knobs, data: DataSplits) -> Training:
     total_steps = knobs.epochs * math.ceil(len(data.train_y) / knobs.batch_size)
     scheduler = per_step(optimizer, instantiate_group("schedule", cfg.schedule), total_steps)
     generator = torch.Generator(device=knobs.device).manual_seed(knobs.seed)  # shuffling, augmentation
-    return Training(model, optimizer, scheduler, generator, task_of(model).bind(data))
+    penalty = partial(l1_penalty, penalised_weights(model), knobs.l1) if knobs.l1 > 0 else None
+    return Training(model, optimizer, scheduler, generator, task_of(model).bind(data), penalty)

@@ -137,11 +137,13 @@ def finished_details(result: FitResult, wall_time_s: float, headline: str) -> di
     equal-width confidence bins on [0, 1], as ECE's; an empty bin's means are null) and, with MC
     dropout over T > 1 passes, its ``mc_curve`` (``{"t": [1, 2, 3, 5, 10, ..., T],
     "test_mc/acc": [...], "test_mc/nll": [...], "test_mc/ece": [...]}``: the average of the first
-    t of the same T passes; its last point is ``final``'s ``test_mc/*``)."""
+    t of the same T passes; its last point is ``final``'s ``test_mc/*``) and, when early stopping
+    ended the run, ``early_stop`` (``{"epoch": last epoch trained, "best_epoch", "patience"}``)."""
     best = result.history[result.best_epoch - 1]
     chosen = f"val/{headline}"
     reliability = {"reliability": result.tested.reliability} if result.tested.reliability else {}
     curve = {"mc_curve": result.tested.mc_curve} if result.tested.mc_curve else {}
+    stopped = {"early_stop": result.early_stop} if result.early_stop else {}
     return {
         "best": {"epoch": result.best_epoch, "val/loss": best["val/loss"], chosen: best[chosen]},
         "final": {
@@ -153,4 +155,5 @@ def finished_details(result: FitResult, wall_time_s: float, headline: str) -> di
         "train_samples_per_s": result.train_samples / result.train_seconds,
         **reliability,
         **curve,
+        **stopped,
     }

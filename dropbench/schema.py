@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from dropbench import checks
+from dropbench.models.common import ACTIVATIONS, NORMS
 
 
 class Role(str, Enum):
@@ -47,7 +48,7 @@ DEFINING = (Role.IDENTITY, Role.RESULT)
 def knob(role: Role, check: checks.Check, key: str | None = None, penalty: bool = False, labels: bool = True):
     """A top-level knob: its role, its check, its dotted key (default: the field name).
 
-    ``penalty``: a regularizer's strength of its own (wd, max_norm): a table names it whenever it
+    ``penalty``: a regularizer's strength of its own (wd, l1, max_norm): a table names it whenever it
     is on. ``labels``: whether a table row must name it when it varies (MC samples change only
     the ``test_mc`` metrics, so they do not split rows).
     """
@@ -69,9 +70,11 @@ class Knobs:
     p: float = knob(Role.IDENTITY, checks.probability)
     seed: int = knob(Role.IDENTITY, checks.whole(0, 2**64 - 1))  # torch.manual_seed's range
     wd: float = knob(Role.RESULT, checks.non_negative, penalty=True)
+    l1: float = knob(Role.RESULT, checks.non_negative, penalty=True)
     max_norm: float | None = knob(Role.RESULT, checks.optional(checks.positive), penalty=True)
     lr: float = knob(Role.RESULT, checks.positive)
     epochs: int = knob(Role.RESULT, checks.whole(1))
+    patience: int | None = knob(Role.RESULT, checks.optional(checks.whole(1)))
     batch_size: int = knob(Role.RESULT, checks.whole(1))
     mc_samples: int | None = knob(
         Role.RESULT, checks.optional(checks.whole(1)), key="eval.mc_samples", labels=False
@@ -132,10 +135,14 @@ OTHERS = (
 )
 SETTINGS = (*GROUPS, *KNOBS, *OTHERS)
 #: Checks of group settings whose yaml default (null) gives no kind to keep (the others keep
-#: their default's kind: :func:`dropbench.build.check_group_types`). Ranges that depend on the
-#: data (train_size at most the examples left after val_size) are checked when it loads.
+#: their default's kind: :func:`dropbench.build.check_group_types`), and of the model settings
+#: that name a choice (absent from models without them: the LSTM has no ``model.activation``).
+#: Ranges that depend on the data (train_size at most the examples left after val_size) are
+#: checked when it loads.
 GROUP_SETTING_CHECKS = {
     "dataset.train_size": checks.optional(checks.whole(1)),
+    "model.activation": checks.optional(checks.one_of(lambda: tuple(ACTIVATIONS))),
+    "model.norm": checks.optional(checks.one_of(lambda: NORMS)),
 }
 
 

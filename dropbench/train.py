@@ -33,6 +33,9 @@ class Training:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     generator: torch.Generator
     task: Task = field(default_factory=Classification)  # bound to the data (dropbench.tasks)
+    #: a penalty added to every batch's loss before the backward pass (L1: lambda * sum |W|);
+    #: ``train/loss`` stays the task's loss alone, as it does under L2's weight decay
+    penalty: Callable[[], torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class FitOptions:
     batch_size: int
     eval_batch_size: int
     mc_samples: int | None = None  # T > 1 adds test_mc/*: MC dropout over T passes
+    #: N: stop once the best validation epoch is N epochs back (early stopping); None = off
+    patience: int | None = None
     # (the OOD dataset of eval.ood, if any, travels with the data: DataSplits.ood)
     progress: bool = False  # tqdm bars (on a terminal)
     check_stop: Callable[[], None] = lambda: None  # raises KeyboardInterrupt on a stop request
@@ -62,6 +67,13 @@ class FitState:
     best_state: dict = field(repr=False, default_factory=dict)  # that epoch's weights
     train_seconds: float = 0.0  # time spent in training steps (evaluation excluded)
 
+    @property
+    def epochs_since_best(self) -> int:
+        """Early stopping's patience counter: epochs completed since the best one. Derived from
+        ``epoch`` and ``best_epoch``, both of the checkpoint's state, so a resumed fit counts on
+        from where it stopped and the counter can never disagree with them."""
+        return self.epoch - self.best_epoch
+
 
 @dataclass
 class FitResult:
@@ -73,6 +85,8 @@ class FitResult:
     best_state: dict = field(repr=False, default_factory=dict)
     diverged: dict | None = None  # {"epoch", "metric"} when a loss became NaN/inf; final is then empty
     tested: Tested = field(default_factory=Tested)  # the best weights' test: scores, reliability bins
+    #: {"epoch": last epoch trained, "best_epoch", "patience"} when early stopping ended the fit
+    early_stop: dict | None = None
 
 
 def train_epoch(
@@ -103,8 +117,9 @@ def train_epoch(
     for step, (inputs, targets) in enumerate(batches, 1):
         output = model(inputs)
         loss, batch_hits = task.step(output, inputs, targets)
+        objective = loss if training.penalty is None else loss + training.penalty()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
@@ -139,11 +154,14 @@ def fit(
     and RNG states); it is updated in place after every epoch, so after an interrupt it says
     how far training came. ``on_checkpoint`` is called with it after every epoch but the last.
     A NaN/inf training or validation loss stops the fit: the result has ``diverged`` set and
-    no test metrics.
+    no test metrics. With ``options.patience`` N, the fit stops after the epoch that leaves the
+    best one N epochs back (its validation selection key has not improved for N epochs): the
+    result has ``early_stop`` set, and is tested as always (best-validation and last weights).
     """
     model, task = training.model, training.task
     epochs, eval_batch_size = options.epochs, options.eval_batch_size
     state = state if state is not None else FitState()
+    patience, early_stop = options.patience, None
     epoch_bar = tqdm(range(state.epoch + 1, epochs + 1), desc="epochs", disable=not options.progress)
     for epoch in epoch_bar:
         options.check_stop()
@@ -174,13 +192,23 @@ def fit(
             state.best_key, state.best_epoch = key, epoch
             state.best_state = copy.deepcopy(model.state_dict())
         state.epoch = epoch
+        if patience is not None and state.epochs_since_best >= patience and epoch < epochs:
+            early_stop = {"epoch": epoch, "best_epoch": state.best_epoch, "patience": patience}
+            break  # no checkpoint: the result, written next, supersedes it
         if on_checkpoint is not None and epoch < epochs:
             on_checkpoint(state)
     final = task.evaluate(model, data.test_x, data.test_y, eval_batch_size, "test_last")
     model.load_state_dict(state.best_state)
     tested = task.test(model, data, eval_batch_size, options.mc_samples)
     final.update(tested.metrics)
-    samples = epochs * len(data.train_y)
+    samples = state.epoch * len(data.train_y)
     return FitResult(
-        state.history, state.best_epoch, final, state.train_seconds, samples, state.best_state, tested=tested
+        state.history,
+        state.best_epoch,
+        final,
+        state.train_seconds,
+        samples,
+        state.best_state,
+        tested=tested,
+        early_stop=early_stop,
     )

@@ -47,9 +47,11 @@ def test_run_trains_and_records_every_model_on_both_image_families(dropbench, tm
         "schedule": "cosine",
         "p": 0.3,
         "wd": 0.0,
+        "l1": 0.0,
         "max_norm": None,
         "seed": 0,
         "epochs": 2,
+        "patience": None,
         "batch_size": 16,
         "lr": 0.001,
         "eval.mc_samples": None,
@@ -166,7 +168,9 @@ BAD_INPUTS = {
     "optimizer=lbfgs": "optimizer='lbfgs'",
     "schedule=step": "schedule='step'",
     "wd=-0.01": "wd=-0.01",
+    "l1=-0.01": "l1=-0.01 is invalid; l1 must be a finite number >= 0",
     "epochs=0": "epochs=0",
+    "patience=0": "patience=0 is invalid; patience must be a whole number >= 1",
     "batch_size=0": "batch_size=0",
     "device=tpu": "device='tpu'",
     "eval.mc_samples=0": "eval.mc_samples=0",
@@ -208,6 +212,11 @@ BAD_INPUTS = {
     "+epochs=3": "+epochs=3 adds epochs, which exists already; use epochs=3",
     "reg.input_p=1.5": "reg.input_p=1.5 is out of range; reg.input_p is the drop probability",
     "dataset.train_size=abc": "dataset.train_size='abc' is invalid; dataset.train_size must be a whole",
+    "model.activation=gelu": "model.activation='gelu' is invalid; valid: relu, tanh, sigmoid",
+    "model.norm=layer": "model.norm='layer' is invalid; valid: none, batch",
+    "reg.place=middle": "reg.place='middle' is invalid; valid: after, before",
+    "reg=dropconnect reg.inference=gaussian model.activation=tanh": "reg.inference='gaussian' has a closed "
+    "form for a ReLU (or no activation), not tanh; use reg.inference='gaussian_sampled'",
 }
 
 
@@ -229,6 +238,8 @@ def test_bad_input_fails_with_one_line_and_leaves_no_run(dropbench, tmp_path, ba
     [
         (["reg.input_p=1.5"], "reg.input_p=1.5"),
         (["dataset.train_size=abc"], "dataset.train_size='abc'"),
+        (["model.activation=gelu"], "model.activation='gelu'"),
+        (["model=cnn", "model.norm=layer"], "model.norm='layer'"),
         (["reg=dropconnect", "reg.mask=unit"], "reg.mask='unit'"),
         (["model=lstm", "model.hidden=8", "reg=variational", "reg.p_hidden=2"], "reg.p_hidden=2"),
     ],

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dropbench.models.common import DropFactory, LinearFactory, make_drop
+from dropbench.models.common import DropFactory, LinearFactory, make_drop, make_drop_after
 from dropbench.tasks import Reconstruction
 
 
@@ -42,7 +42,7 @@ class Autoencoder(nn.Module):
         width = math.prod(in_shape)
         self.input_drop = make_drop(input_drop)
         self.encoder = make_linear(width, hidden)
-        self.drop = make_drop(drop)
+        self.drop = make_drop_after(drop, "the autoencoder (after its code's ReLU)")
         self.decoder = make_linear(hidden, width)
         if getattr(self.decoder, "activation", None) is not None:
             # the factory's activation (DropConnect's ReLU) is for hidden units; the decoder's

@@ -8,21 +8,36 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from dropbench.models.common import DropFactory, LinearFactory, classifier_head, make_drop
+from dropbench.models.common import (
+    ACTIVATIONS,
+    NORMS,
+    DropFactory,
+    LinearFactory,
+    check_choice,
+    classifier_head,
+    make_drop,
+)
 
 
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    """conv3x3 (same padding) -> ReLU -> 2x2 max-pool: halves height and width."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
+def conv_block(
+    in_channels: int, out_channels: int, activation: str = "relu", norm: str = "none"
+) -> nn.Sequential:
+    """conv3x3 (same padding) -> [BatchNorm2d] -> activation -> 2x2 max-pool: halves height and
+    width. No norm module at ``norm="none"`` (the state dict's keys of a model without the option)."""
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+    normed = (
+        [conv] if check_choice("model.norm", norm, NORMS) == "none" else [conv, nn.BatchNorm2d(out_channels)]
     )
+    act = ACTIVATIONS[check_choice("model.activation", activation, tuple(ACTIVATIONS))]()
+    return nn.Sequential(*normed, act, nn.MaxPool2d(2))
 
 
 class CNN(nn.Module):
     """input_drop -> [conv block -> channel_drop] per entry of ``channels`` -> flatten ->
-    [Linear -> ReLU -> drop] per ``fc`` -> Linear.
+    [Linear -> [BatchNorm] -> activation -> drop] per ``fc`` -> Linear.
+
+    ``activation`` (relu, tanh, sigmoid) and ``norm`` (none, batch: BatchNorm2d after each conv,
+    BatchNorm1d after each hidden Linear, before the activation) apply to the conv blocks and the head.
 
     Every size follows from ``in_shape`` (C, H, W): the flattened width is
     channels[-1] * (H // 2**blocks) * (W // 2**blocks). Regularizer slots: ``drop`` (head),
@@ -43,6 +58,8 @@ class CNN(nn.Module):
         channel_drop: DropFactory | None = None,
         linear: LinearFactory | None = None,
         input_drop: DropFactory | None = None,
+        activation: str = "relu",
+        norm: str = "none",
     ) -> None:
         super().__init__()
         in_channels, height, width = in_shape
@@ -54,11 +71,14 @@ class CNN(nn.Module):
         self.input_drop = make_drop(input_drop)
         widths = [in_channels, *channels]
         self.features = nn.Sequential(
-            *(nn.Sequential(conv_block(a, b), make_drop(channel_drop)) for a, b in pairwise(widths))
+            *(
+                nn.Sequential(conv_block(a, b, activation, norm), make_drop(channel_drop))
+                for a, b in pairwise(widths)
+            )
         )
         scale = 2 ** len(channels)
         flat = channels[-1] * (height // scale) * (width // scale)
-        self.head = classifier_head(flat, fc, num_classes, drop, linear)
+        self.head = classifier_head(flat, fc, num_classes, drop, linear, activation, norm)
         # Channels-last (NHWC) is the layout oneDNN's CPU convolutions run fastest in: a CIFAR
         # epoch takes ~25% less time than in NCHW (measured, results/benchmarks.md).
         self.to(memory_format=torch.channels_last)

@@ -12,7 +12,13 @@ A regularizer reaches a model as factories, one per place it acts (``configs/reg
 - ``rnn``: builds each LSTM layer (variational, naive per-step dropout, weight drop),
   ``(in, hidden) -> module``.
 
-An empty slot means the plain layer (``nn.Identity``, ``nn.Linear``, ``nn.LSTM``). Every model
+An empty slot means the plain layer (``nn.Identity``, ``nn.Linear``, ``nn.LSTM``). A ``drop``
+layer may say where it goes (``place``: ``after`` the activation, the default, or ``before``
+it), and a ``linear`` layer that applies the activation itself (DropConnect's ``activation``,
+which its Gaussian inference averages) is not followed by another one.
+
+The MLP's and the CNN's hidden layers share their make-up (``model.activation``, ``model.norm``):
+Linear/Conv -> [BatchNorm] -> activation -> drop (or drop before the activation). Every model
 also names its ``output_layer`` (whose units are outputs, not hidden units: max-norm leaves it
 alone) and, if it is not a classifier, its ``task`` (:mod:`dropbench.tasks`).
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 
 #: The places a model can offer a regularizer, with what each is (a model offers a place by
@@ -44,6 +51,67 @@ TRAITS = {
 DropFactory = Callable[[], nn.Module]
 #: Makes a fully connected layer from (in_features, out_features).
 LinearFactory = Callable[[int, int], nn.Module]
+#: ``model.activation``'s choices: the module a hidden layer applies, and the same function
+#: (which a reg layer applying the activation itself is given: configs/reg/dropconnect.yaml)
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+ACTIVATION_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+}
+#: ``model.norm``'s choices: none, or batch normalisation between a layer and its activation
+NORMS = ("none", "batch")
+#: ``place`` of a ``drop`` layer: after the activation (the Dropout paper's) or before it
+PLACES = ("after", "before")
+
+
+def make_drop_after(drop: DropFactory | None, model: str) -> nn.Module:
+    """:func:`make_drop` for a model that places its drop layers only one way (after its
+    activation, or where it has none): ``place=before`` is refused, never ignored."""
+    layer = make_drop(drop)
+    if getattr(layer, "place", "after") != "after":
+        raise ValueError(
+            f"reg.place={layer.place}: {model} puts its drop layers in one place; use reg.place=after"
+        )
+    return layer
+
+
+def check_choice(key: str, value: object, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"{key}={value!r} is invalid; valid: {', '.join(choices)}")
+    return value
+
+
+def activation_function(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The function of ``model.activation`` ``name`` (``torch.relu`` for relu)."""
+    return ACTIVATION_FUNCTIONS[check_choice("model.activation", name, tuple(ACTIVATION_FUNCTIONS))]
+
+
+def hidden_unit(
+    layer: nn.Module,
+    units: int,
+    drop: DropFactory | None,
+    activation: str,
+    norm: str,
+    batch_norm: type[nn.Module] = nn.BatchNorm1d,
+) -> list[nn.Module]:
+    """``layer`` -> [batch_norm(units)] -> activation -> drop, with the drop layer before the
+    activation when its ``place`` is ``before``. No norm module at ``norm="none"`` (the layers'
+    indices, so the state dict's keys, stay those of a model without the option); no activation
+    after a layer that applies it itself."""
+    check_choice("model.activation", activation, tuple(ACTIVATIONS))
+    check_choice("model.norm", norm, NORMS)
+    own = getattr(layer, "activation", None) is not None
+    if own and norm != "none":
+        raise ValueError(
+            f"model.norm={norm} puts a norm between a layer and its activation, and this reg's layers "
+            "apply the activation themselves (DropConnect); use model.norm=none"
+        )
+    dropping = make_drop(drop)
+    place = check_choice("reg.place", getattr(dropping, "place", "after"), PLACES)
+    act = nn.Identity() if own else ACTIVATIONS[activation]()
+    normed = [layer] if norm == "none" else [layer, batch_norm(units)]
+    return [*normed, act, dropping] if place == "after" else [*normed, dropping, act]
 
 
 def make_drop(drop: DropFactory | None) -> nn.Module:
@@ -57,16 +125,20 @@ def classifier_head(
     num_classes: int,
     drop: DropFactory | None = None,
     linear: LinearFactory | None = None,
+    activation: str = "relu",
+    norm: str = "none",
 ) -> nn.Sequential:
-    """Flatten -> [Linear -> ReLU -> drop] per entry of ``hidden`` -> Linear to ``num_classes``.
+    """Flatten -> [Linear -> [BatchNorm] -> activation -> drop] per entry of ``hidden`` -> Linear
+    to ``num_classes`` (:func:`hidden_unit`).
 
-    The regularizer follows each hidden activation, where the Dropout paper puts it; ``linear``
-    (DropConnect) builds the hidden layers, while the output layer stays a plain ``nn.Linear``.
+    The regularizer follows each hidden activation, where the Dropout paper puts it (unless its
+    ``place`` says before); ``linear`` (DropConnect) builds the hidden layers, while the output
+    layer stays a plain ``nn.Linear``.
     """
     make_linear = linear or nn.Linear
     layers: list[nn.Module] = [nn.Flatten()]
     for units in hidden:
-        layers += [make_linear(width, units), nn.ReLU(), make_drop(drop)]
+        layers += hidden_unit(make_linear(width, units), units, drop, activation, norm)
         width = units
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)

@@ -9,7 +9,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from dropbench.models.common import DropFactory, make_drop
+from dropbench.models.common import DropFactory, make_drop, make_drop_after
 
 #: Makes one recurrent layer from (input_size, hidden_size).
 RNNFactory = Callable[[int, int], nn.Module]
@@ -59,7 +59,9 @@ class LSTM(nn.Module):
         self.input_drop = make_drop(input_drop)
         self.channel_drop = make_drop(channel_drop)
         self.rnns = nn.ModuleList(make_rnn(a, b) for a, b in pairwise(sizes))
-        self.drops = nn.ModuleList(make_drop(drop) for _ in range(layers))
+        self.drops = nn.ModuleList(
+            make_drop_after(drop, "the LSTM (no activation between layers)") for _ in range(layers)
+        )
         self.classifier = nn.Linear(hidden, num_classes)
 
     @property

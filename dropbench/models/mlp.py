@@ -12,7 +12,10 @@ from dropbench.models.common import DropFactory, LinearFactory, classifier_head,
 
 
 class MLP(nn.Module):
-    """input_drop -> Flatten -> [Linear -> ReLU -> drop] per hidden layer -> Linear.
+    """input_drop -> Flatten -> [Linear -> [BatchNorm] -> activation -> drop] per hidden layer -> Linear.
+
+    ``activation``: relu, tanh or sigmoid; ``norm``: none, or batch (BatchNorm1d between each
+    hidden Linear and its activation); see :func:`dropbench.models.common.hidden_unit`.
 
     ``in_shape`` is the image shape (C, H, W); the input layer has C*H*W units. Regularizer
     slots: ``drop``, ``input_drop`` and ``linear`` (see :mod:`dropbench.models.common`).
@@ -27,12 +30,14 @@ class MLP(nn.Module):
         drop: DropFactory | None = None,
         input_drop: DropFactory | None = None,
         linear: LinearFactory | None = None,
+        activation: str = "relu",
+        norm: str = "none",
     ) -> None:
         super().__init__()
         if not hidden or any(h < 1 for h in hidden):
             raise ValueError(f"model.hidden={list(hidden)} must list at least one layer size >= 1")
         self.input_drop = make_drop(input_drop)
-        self.net = classifier_head(math.prod(in_shape), hidden, num_classes, drop, linear)
+        self.net = classifier_head(math.prod(in_shape), hidden, num_classes, drop, linear, activation, norm)
 
     @property
     def output_layer(self) -> nn.Module:

@@ -85,26 +85,33 @@ def original_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.
 
 
 FORMS = {"inverted": dropout, "original": original_dropout}
+#: Where the model puts the layer: after the hidden activation, or before it
+PLACES = ("after", "before")
 
 
 class Dropout(nn.Module):
     """Module form of :func:`dropout` (``form="inverted"``, the default) or of
     :func:`original_dropout` (``form="original"``); shape-preserving, (N, *) -> (N, *).
 
-    Inverted: identity in ``eval()`` mode. Both forms: identity at ``p == 0``.
+    Inverted: identity in ``eval()`` mode. Both forms: identity at ``p == 0``. ``place`` tells
+    the model where to put it: ``after`` the hidden activation (the paper's) or ``before`` it
+    (:func:`dropbench.models.common.hidden_unit`); a model without a hidden activation refuses ``before``.
     """
 
     stochastic = True  # draws random masks: MC dropout keeps it in training mode at test time
 
-    def __init__(self, p: float = 0.5, form: str = "inverted") -> None:
+    def __init__(self, p: float = 0.5, form: str = "inverted", place: str = "after") -> None:
         super().__init__()
         if form not in FORMS:
             raise ValueError(f"form={form!r} is not a dropout form; valid: {', '.join(FORMS)}")
+        if place not in PLACES:
+            raise ValueError(f"place={place!r} is invalid; valid: {', '.join(PLACES)}")
         self.p = check_drop_probability(p)
-        self.form = form
+        self.form, self.place = form, place
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return FORMS[self.form](x, self.p, self.training)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}" if self.form == "inverted" else f"p={self.p}, form={self.form}"
+        text = f"p={self.p}" if self.form == "inverted" else f"p={self.p}, form={self.form}"
+        return text if self.place == "after" else f"{text}, place={self.place}"

@@ -4,7 +4,7 @@ Generic over the settings, with no per-regularizer rules. Three kinds of keys ar
 
 - the reg's own settings (``reg.mask``, ``reg.input_p``, ...) when they vary among that reg's
   runs, unless they only follow p (variational's ``p_input: ${p}``);
-- the penalties ``wd`` and ``max_norm`` when they vary among the reg's runs or are on at all:
+- the penalties ``wd``, ``l1`` and ``max_norm`` when they vary among the reg's runs or are on at all:
   they are a regularizer's strength (l2's only one), so "dropout" and "dropout (wd=0.0001)"
   are different methods;
 - the training setup (lr, epochs, optimizer, and the model, dataset, optimizer and schedule

@@ -139,8 +139,9 @@ class DropConnectLinear(nn.Linear):
             raise ValueError(f"samples={samples!r} is not a number of Gaussian draws; valid: an integer >= 1")
         if inference == "gaussian" and activation is not None and not is_relu(activation):
             raise ValueError(
-                f"inference='gaussian' has a closed form for a ReLU (or no activation), not {activation!r}; "
-                "use inference='gaussian_sampled'"
+                "inference='gaussian' has a closed form for a ReLU (or no activation), not "
+                f"{getattr(activation, '__name__', activation)}; use inference='gaussian_sampled' "
+                "(any activation) or model.activation=relu"
             )
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self.p, self.mask, self.inference, self.samples = p, mask, inference, samples
