@@ -87,7 +87,7 @@ def recompute(runs: pd.DataFrame) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results-dir", default="results/paired_acceptance")
+    parser.add_argument("--results-dir", default="/tmp/paired_acceptance")  # runs, not results
     args = parser.parse_args()
     sweep = Path(args.results_dir) / "sweeps" / "paired_acceptance"
     dropbench("run", "-m", *SWEEP, f"results_dir={args.results_dir}")
