@@ -4,7 +4,7 @@ mean validation accuracy, per-seed differences, ``scipy.stats.t`` by hand rather
 ``ttest_rel``, Holm written out afresh) and compare with the report's ``*_paired.csv``.
 
     export DROPBENCH_DATA=../shared/data
-    python scripts/paired_acceptance.py [--results-dir results/paired_acceptance]
+    python scripts/paired_acceptance.py [--results-dir /tmp/paired_acceptance]
 """
 
 from __future__ import annotations
