@@ -22,13 +22,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dropbench.atomic import torch_save_atomic, write_json_atomic
-from dropbench.build import build_training, check_config, declared_defaults, load_data
+from dropbench.build import build_training, check_config, load_data
 from dropbench.data import DataSplits
 from dropbench.errors import ConfigError, DropbenchError
 from dropbench.record import ScalarLog, data_summary, finished_details, run_record
 from dropbench.resume import DONE_STATUSES, RunLock, check_same_config, load_checkpoint, save_checkpoint
 from dropbench.rundir import RunDir
-from dropbench.schema import reg_settings, result_defining, run_settings, setup_settings
+from dropbench.schema import declared_defaults, reg_settings, result_defining, run_settings, setup_settings
 from dropbench.settings import default_threads
 from dropbench.stop import STOP
 from dropbench.tasks import Reconstruction, recorded_task

@@ -39,7 +39,7 @@ from dropbench.regularizers import (
     penalised_weights,
 )
 from dropbench.schedules import per_step
-from dropbench.schema import DEFINING, GROUPS, Knobs, check_knobs, dataset_names, flatten
+from dropbench.schema import DEFINING, GROUPS, Knobs, check_knobs, dataset_names
 from dropbench.tasks import stochastic_layers, task_of
 from dropbench.train import Training
 
@@ -62,22 +62,6 @@ def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> Knob
     if knobs.ood is not None:
         check_ood(cfg.dataset.name, cfg.dataset.source, knobs.ood)
     return knobs
-
-
-def declared_defaults(choices: dict[str, str]) -> dict[str, Any]:
-    """Every setting's default as the yaml files declare it, flattened (``l1``, ``reg.place``):
-    ``configs/config.yaml`` and the chosen file of each group, without an experiment's or the
-    command line's values. Interpolated defaults stay unresolved text, so they never match."""
-    top = OmegaConf.to_container(OmegaConf.load(config_dir() / "config.yaml"), resolve=False)
-    merged = OmegaConf.merge(
-        {key: value for key, value in top.items() if key not in ("defaults", "hydra")},
-        *(
-            {s.key: OmegaConf.load(config_dir() / s.key / f"{choices[s.key]}.yaml")}
-            for s in GROUPS
-            if s.role in DEFINING and choices.get(s.key)
-        ),
-    )
-    return flatten(OmegaConf.to_container(merged, resolve=False))
 
 
 def dataset_file(name: str) -> dict[str, Any]:

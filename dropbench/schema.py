@@ -22,7 +22,9 @@ excluded keys (``configs/config.yaml`` must agree: a test checks), the record's 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -206,6 +208,50 @@ def result_defining(resolved: dict[str, Any], uses_p: bool) -> dict[str, Any]:
     """The flattened settings that decide a run's numbers (p only when the reg uses it)."""
     skipped = NOT_RESULT_DEFINING if uses_p else (*NOT_RESULT_DEFINING, "p")
     return {key: value for key, value in flatten(resolved).items() if not is_under(key, skipped)}
+
+
+@functools.cache
+def _declared(choices: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    from dropbench.preflight import config_dir  # preflight imports this module
+
+    chosen = dict(choices)
+    top = OmegaConf.to_container(OmegaConf.load(config_dir() / "config.yaml"), resolve=False)
+    merged = OmegaConf.merge(
+        {key: value for key, value in top.items() if key not in ("defaults", "hydra")},
+        *(
+            {s.key: OmegaConf.load(config_dir() / s.key / f"{chosen[s.key]}.yaml")}
+            for s in GROUPS
+            if s.role in DEFINING and chosen.get(s.key)
+        ),
+    )
+    flat = flatten(OmegaConf.to_container(merged, resolve=False))
+    # an interpolated default (p_input: ${p}) is text here, never a value a run had
+    return {k: v for k, v in flat.items() if not (isinstance(v, str) and "${" in v)}
+
+
+def declared_defaults(choices: dict[str, Any]) -> dict[str, Any]:
+    """Every setting's literal default as the yaml files declare it, flattened (``l1``,
+    ``reg.place``): ``configs/config.yaml`` and the chosen file of each group, without an
+    experiment's or the command line's values. What a run made before a setting existed ran
+    with, so resume (:func:`config_conflict`) and the report fill it in from here."""
+    return _declared(tuple(sorted((k, str(v)) for k, v in choices.items() if v is not None)))
+
+
+def with_defaults(resolved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``resolved`` (nested) with the settings it lacks added from ``defaults`` (flattened)."""
+    filled = copy.deepcopy(resolved)
+    for key, value in defaults.items():
+        *parents, leaf = key.split(".")
+        node = filled
+        for parent in parents:
+            node = node.setdefault(parent, {}) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                break
+        else:
+            node.setdefault(leaf, value)
+    return filled
 
 
 def config_conflict(

@@ -14,7 +14,16 @@ import pandas as pd
 
 from dropbench.errors import DropbenchError
 from dropbench.rundir import RunDir
-from dropbench.schema import RECORDED, Role, keys, reg_settings, setup_settings
+from dropbench.schema import (
+    GROUPS,
+    RECORDED,
+    Role,
+    declared_defaults,
+    keys,
+    reg_settings,
+    setup_settings,
+    with_defaults,
+)
 from dropbench.tasks import Classification, recorded_task
 
 STATUSES = ("finished", "diverged", "interrupted")
@@ -169,12 +178,14 @@ def gap_points(train_acc: Any, test_acc: Any) -> Any:
 def run_row(run: Run) -> dict[str, Any]:
     """One run as a flat row: identity, setup, reg settings (``reg.<name>``), metrics."""
     record = run.record
-    config = record["config"]
+    # settings added to dropbench after this run was made: it ran with their declared default
+    defaults = declared_defaults({s.key: record["config"].get(s.key) for s in GROUPS})
+    config = {**{k: defaults[k] for k in SETUP_KEYS if k in defaults}, **record["config"]}
     final, best = record["final"], record["best"]
     row: dict[str, Any] = {"run": str(run.folder)}
     row.update({key: config[key] for key in REQUIRED_CONFIG})
     row.update({key: config.get(key) for key in SETUP_KEYS})
-    resolved = record.get("resolved_config") or {}
+    resolved = with_defaults(record.get("resolved_config") or {}, defaults)
     # lists (model.hidden) as text, so that they compare and group
     setup = {k: json.dumps(v) if isinstance(v, list) else v for k, v in setup_settings(resolved).items()}
     row.update(setup)
