@@ -26,4 +26,5 @@ def test_an_old_run_without_a_setting_is_labelled_as_a_new_run_at_its_default(tm
     out = make_report([tmp_path / "r"], tmp_path / "out", Options()).folder
     runs = pd.read_csv(out / "runs.csv")
     assert runs["label"].tolist() == ["dropout", "dropout"]
-    assert runs["model.activation"].tolist() == ["relu", "relu"] and runs["reg.place"].tolist() == ["after"] * 2
+    assert runs["model.activation"].tolist() == ["relu", "relu"]
+    assert runs["reg.place"].tolist() == ["after", "after"]
