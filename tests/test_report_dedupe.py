@@ -90,3 +90,12 @@ def test_distinct_runs_sharing_a_row_and_seed_are_refused(tmp_path):
     write_run(tmp_path / "r" / "b", second)
     with pytest.raises(DropbenchError, match=r"both dropout, p=0.5 seed 0 .*mc_samples"):
         make_report([tmp_path / "r"], tmp_path / "out", Options())
+
+
+def test_two_regularizers_with_the_same_settings_are_two_runs(tmp_path):
+    """Spatial and element-wise dropout in the same places resolve to the same settings (they
+    differ only in their layers, which are wiring): their group choice tells them apart."""
+    spatial = dropout_run(0)
+    elementwise = copy.deepcopy(spatial)
+    elementwise["config"]["reg"] = "conv_dropout"
+    assert run_identity(Run(tmp_path / "a", spatial)) != run_identity(Run(tmp_path / "b", elementwise))

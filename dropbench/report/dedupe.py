@@ -20,7 +20,7 @@ from dropbench.errors import DropbenchError
 from dropbench.report.plots import with_p
 from dropbench.report.runs import Run
 from dropbench.report.tables import Table
-from dropbench.schema import config_conflict, result_defining
+from dropbench.schema import DEFINING, GROUPS, config_conflict, result_defining
 
 #: metrics.json sections that must agree between copies of one run
 COMPARED = ("final", "best")
@@ -51,8 +51,12 @@ def run_identity(run: Run) -> str:
     settings = defining(run)
     if settings is None:
         return f"folder:{run.folder.resolve()}"
-    seed = run.record["config"]["seed"]  # also in the config; named so the seed can never be dropped
-    return json.dumps({"seed": seed, "config": settings}, sort_keys=True, default=str)
+    config = run.record["config"]
+    seed = config["seed"]  # also in the config; named so the seed can never be dropped
+    # the group choices: two regularizers can resolve to the same settings and differ only in
+    # their (wiring) layers, as spatial and element-wise dropout in the same places do
+    choices = {s.key: config.get(s.key) for s in GROUPS if s.role in DEFINING}
+    return json.dumps({"seed": seed, "choices": choices, "config": settings}, sort_keys=True, default=str)
 
 
 def disagreement(first: Run, other: Run) -> str | None:
