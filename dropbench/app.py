@@ -30,7 +30,7 @@ from dropbench.resume import DONE_STATUSES, RunLock, check_same_config, load_che
 from dropbench.rundir import RunDir
 from dropbench.schema import reg_settings, result_defining, run_settings, setup_settings
 from dropbench.settings import default_threads
-from dropbench.stop import STOP
+from dropbench.stop import STOP, busy_with
 from dropbench.tasks import Reconstruction, recorded_task
 from dropbench.train import FitOptions, FitResult, FitState, Metrics, Training, fit
 from dropbench.weightmap import first_layer_weight, reconstruction_grid, weight_grid
@@ -271,15 +271,20 @@ def task(cfg: DictConfig) -> float:
     run_dir = RunDir(Path(hydra_cfg.runtime.output_dir))
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     lock = RunLock(run_dir)
+    results = Path(os.path.expanduser(str(cfg.results_dir)))
     try:
+        STOP.install()  # first: a stop the sweep's command passes on to this worker needs it
+        if STOP.signal is not None:  # a worker told to stop takes no further run
+            run_dir.remove_if_untouched(results)
+            raise KeyboardInterrupt
         run = RunLifecycle(cfg, run_dir, dict(hydra_cfg.runtime.choices), hydra_cfg.launcher.get("n_jobs"))
         if not lock.acquire():
             print(f"dropbench: skip {run_dir.path}: another process is running it")
             return math.nan
-        STOP.install()
-        return run.execute()
+        with busy_with(run_dir.path):
+            return run.execute()
     except DropbenchError as error:
-        run_dir.remove_if_untouched(Path(os.path.expanduser(str(cfg.results_dir))))
+        run_dir.remove_if_untouched(results)
         if sweeping:
             print(f"dropbench: skip {run_dir.path}: {error}", file=sys.stderr)
             return math.nan

@@ -5,9 +5,14 @@ import importlib.util
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
@@ -213,3 +218,60 @@ def test_search_runs_trials_and_keeps_the_best_validation_accuracy(dropbench, tm
     assert best["best_value"] == max(record["best"]["val/acc"] for record in records)
     chosen = [r for r in records if r["config"]["p"] == best["best_params"]["p"]]
     assert [r["config"]["wd"] for r in chosen] == [best["best_params"]["wd"]]
+
+
+def children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (read from /proc: Linux)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_sigterm_on_a_joblib_sweep_stops_every_worker_each_recording_its_run(dropbench_env, tmp_path):
+    slow = [*SMALL_MODEL["mlp"], *TINY, "epochs=300", "batch_size=4"]  # minutes if not stopped
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dropbench", "run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+        + ["p=0.1,0.2,0.3", *slow],
+        cwd=tmp_path,
+        env=dropbench_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    results = tmp_path / "results"
+    deadline = time.monotonic() + 60
+    while not list(results.rglob("checkpoint.pt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = children(process.pid)
+    process.send_signal(signal.SIGTERM)  # to the command alone, as kill does
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "SIGTERM: stopping the sweep's runs after their current step" in stderr
+    checkpoints = list(results.rglob("checkpoint.pt"))
+    assert checkpoints
+    for checkpoint in checkpoints:  # every run that trained an epoch says how far it came
+        record = json.loads((checkpoint.parent / "metrics.json").read_text())
+        saved = torch.load(checkpoint, weights_only=True)
+        assert record["status"] == "interrupted" and len(record["history"]) == saved["state"]["epoch"]
+    assert all(record["status"] == "interrupted" for record in finished_records(results))
+    assert len(finished_records(results)) <= 2  # the third run never trained: nothing took it
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if alive(pid)]  # workers and resource trackers: all gone
