@@ -11,18 +11,22 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+from omegaconf import OmegaConf
 from optuna.distributions import LogUniformDistribution, UniformDistribution
+from optuna.trial import TrialState
 from tinyrun import SMALL_MODEL, TINY
 
 from dropbench import cli
 from dropbench.errors import ConfigError
 from dropbench.preflight import PLUGIN_CHOICES, check_overrides, config_dir
+from dropbench.search import continue_study
 from dropbench.settings import default_threads
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,9 +177,13 @@ def test_slurm_config_keys_are_the_plugins_own():
 
 
 def test_search_config_maximizes_over_p_and_log_wd_with_a_seeded_sampler():
-    sweeper = compose_hydra("hydra/sweeper=search").hydra.sweeper
+    cfg = compose_hydra("hydra/sweeper=search")
+    sweeper = cfg.hydra.sweeper
     assert sweeper._target_ == "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
-    assert sweeper.direction == "maximize" and sweeper.storage is None and sweeper.n_trials == 20
+    assert sweeper.direction == "maximize" and sweeper.n_trials == 20
+    assert (
+        sweeper.storage == f"sqlite:///{cfg.hydra.sweep.dir}/optuna.db" and sweeper.study_name == "dropbench"
+    )
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed == 0
     # parsed the way the sweeper parses them
     space, fixed = create_params_from_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
@@ -218,6 +226,44 @@ def test_search_runs_trials_and_keeps_the_best_validation_accuracy(dropbench, tm
     assert best["best_value"] == max(record["best"]["val/acc"] for record in records)
     chosen = [r for r in records if r["config"]["p"] == best["best_params"]["p"]]
     assert [r["config"]["wd"] for r in chosen] == [best["best_params"]["wd"]]
+
+
+def study_trials(results: Path) -> list:
+    """The trials of the study that ``hydra/sweeper=search`` stored below ``results``."""
+    [db] = results.rglob("optuna.db")
+    return optuna.load_study(study_name="dropbench", storage=f"sqlite:///{db}").trials
+
+
+def test_a_search_run_again_continues_its_stored_study_without_retraining(dropbench, tmp_path):
+    first = dropbench("run", "-m", "hydra/sweeper=search", "hydra.sweeper.n_trials=2", *TINY_MLP)
+    assert first.returncode == 0, first.stderr
+    results = tmp_path / "results"
+    before = {path: path.read_text() for path in results.rglob("metrics.json")}
+    more = dropbench("run", "-m", "hydra/sweeper=search", "hydra.sweeper.n_trials=3", *TINY_MLP)
+    assert more.returncode == 0, more.stderr
+    assert "dropbench: run 1 of 1: " in more.stdout and "1 runs: 1 finished," in more.stdout
+    trials = study_trials(results)
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 3
+    assert len({trial.params["p"] for trial in trials}) == 3  # the third is a new point
+    after = {path: path.read_text() for path in results.rglob("metrics.json")}
+    assert len(after) == 3 and all(after[path] == text for path, text in before.items())  # not retrained
+    records = [json.loads(text) for text in after.values()]
+    assert sorted(trial.value for trial in trials) == sorted(r["best"]["val/acc"] for r in records)
+
+
+def test_a_trial_a_killed_search_left_running_is_asked_again(tmp_path):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="dropbench", storage=storage, direction="maximize")
+    done, killed = study.ask(), study.ask()
+    for trial in (done, killed):
+        trial.suggest_float("p", 0.05, 0.8)
+    study.tell(done, 0.9)  # the other was running when its search was killed
+    sweeper = OmegaConf.create({"study_name": "dropbench", "storage": storage, "direction": "maximize"})
+    assert continue_study(sweeper) == (1, 2)  # one completed, two held
+    study = optuna.load_study(study_name="dropbench", storage=storage)  # as the next search will
+    old, new = study.trials[1:]
+    assert old.state == TrialState.FAIL and new.state == TrialState.WAITING
+    assert study.ask().suggest_float("p", 0.05, 0.8) == killed.params["p"]  # the same point again
 
 
 def children(pid: int) -> set[int]:
