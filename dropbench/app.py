@@ -16,21 +16,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import hydra.core.utils
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from dropbench.atomic import torch_save_atomic, write_json_atomic
+from dropbench.atomic import FULL, storage_error, torch_save_atomic, write_json_atomic, write_text_atomic
 from dropbench.build import build_training, check_config, load_data
 from dropbench.data import DataSplits
-from dropbench.errors import ConfigError, DropbenchError
+from dropbench.errors import ConfigError, DropbenchError, StorageError
 from dropbench.record import ScalarLog, data_summary, finished_details, run_record
 from dropbench.resume import DONE_STATUSES, RunLock, check_same_config, load_checkpoint, save_checkpoint
 from dropbench.rundir import RunDir
 from dropbench.schema import declared_defaults, reg_settings, result_defining, run_settings, setup_settings
 from dropbench.settings import default_threads
-from dropbench.stop import STOP
+from dropbench.stop import STOP, busy_with
 from dropbench.tasks import Reconstruction, recorded_task
 from dropbench.train import FitOptions, FitResult, FitState, Metrics, Training, fit
 from dropbench.weightmap import first_layer_weight, reconstruction_grid, weight_grid
@@ -98,7 +99,7 @@ class RunLifecycle:
         STOP.check()  # a stop requested while the data loaded
         training = build_training(self.cfg, knobs, data)
         self.task = training.task
-        OmegaConf.save(self.cfg, self.run_dir.resolved_config, resolve=True)
+        write_text_atomic(self.run_dir.resolved_config, OmegaConf.to_yaml(self.cfg, resolve=True))
         self.state = FitState()
         if checkpoint.is_file():
             self.state = load_checkpoint(checkpoint, self.defining, training, self.defaults())
@@ -261,6 +262,30 @@ class RunLifecycle:
         )
 
 
+def stop_on_storage_error(error: StorageError) -> None:
+    """End the command with ``error``'s line: on a full disk every later run of a sweep would
+    fail alike. What is finished stays (every write is atomic); an interrupted run resumes."""
+    print(f"dropbench: error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+def save_config_or_stop(cfg: Any, filename: str, output_dir: Path) -> None:
+    """Hydra's writer of a job's ``.hydra/*.yaml``, whose errors end the command in one line.
+
+    Hydra writes them before the task starts, where an error (a full disk) would otherwise be
+    Hydra's traceback, ending the sweep; this process's runs (a launcher's worker's too) import
+    this module before Hydra writes any.
+    """
+    try:
+        hydra_save_config(cfg, filename, output_dir)
+    except OSError as error:
+        stop_on_storage_error(storage_error(output_dir / filename, error))
+
+
+hydra_save_config = hydra.core.utils._save_config
+hydra.core.utils._save_config = save_config_or_stop
+
+
 def task(cfg: DictConfig) -> float:
     """Hydra's task function: one run. Returns its best validation accuracy (a sweeper's objective).
 
@@ -271,15 +296,24 @@ def task(cfg: DictConfig) -> float:
     run_dir = RunDir(Path(hydra_cfg.runtime.output_dir))
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     lock = RunLock(run_dir)
+    results = Path(os.path.expanduser(str(cfg.results_dir)))
     try:
+        STOP.install()  # first: a stop the sweep's command passes on to this worker needs it
+        if STOP.signal is not None:  # a worker told to stop takes no further run
+            run_dir.remove_if_untouched(results)
+            raise KeyboardInterrupt
         run = RunLifecycle(cfg, run_dir, dict(hydra_cfg.runtime.choices), hydra_cfg.launcher.get("n_jobs"))
         if not lock.acquire():
             print(f"dropbench: skip {run_dir.path}: another process is running it")
             return math.nan
-        STOP.install()
-        return run.execute()
+        with busy_with(run_dir.path):
+            return run.execute()
+    except OSError as error:  # a write: the atomic writer's StorageError, or TensorBoard's own
+        if not isinstance(error, StorageError) and error.errno not in FULL:
+            raise
+        stop_on_storage_error(storage_error(error.filename or run_dir.path, error))
     except DropbenchError as error:
-        run_dir.remove_if_untouched(Path(os.path.expanduser(str(cfg.results_dir))))
+        run_dir.remove_if_untouched(results)
         if sweeping:
             print(f"dropbench: skip {run_dir.path}: {error}", file=sys.stderr)
             return math.nan

@@ -5,10 +5,14 @@ tables) goes through :func:`write_atomic`: the content is written to a temporary
 same folder, flushed to disk and renamed over the final name. An exception or a kill at any
 point leaves the previous file intact, and the temporary file is removed (or, after a kill,
 left under a name starting with ``.`` and ending in ``.tmp``).
+
+A write that fails raises :class:`~dropbench.errors.StorageError`, one line naming the file
+and why: "no space left on device" for a full disk, also where torch.save hides it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -17,7 +21,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dropbench.errors import StorageError
+
 TMP_SUFFIX = ".tmp"
+#: errno values saying the file system has no room left for the write
+FULL = (errno.ENOSPC, errno.EDQUOT)
+#: torch.save's words for any failed write: its C++ writer drops the errno
+TORCH_WRITE_FAILED = ("unexpected pos", "PytorchStreamWriter failed")
+#: Free bytes below which a file system counts as full when a write failed without saying why
+NEARLY_FULL = 1 << 20
+
+
+def storage_error(path: Path | str, error: OSError) -> StorageError:
+    """``error``, raised writing ``path``, as the one line a user sees."""
+    if isinstance(error, StorageError):
+        return error
+    reason = os.strerror(error.errno) if error.errno in FULL else error.strerror or str(error)
+    return StorageError(f"cannot write {path}: {reason[:1].lower()}{reason[1:]}")
+
+
+def is_full(folder: Path | str) -> bool:
+    """Whether the file system holding ``folder`` has (nearly) no room left for this user."""
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < NEARLY_FULL
 
 
 def write_atomic(path: Path | str, write: Callable[[Path], None], private: bool = False) -> Path:
@@ -27,8 +56,11 @@ def write_atomic(path: Path | str, write: Callable[[Path], None], private: bool 
     ``private`` keeps ``mkstemp``'s 0600 instead.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    except OSError as error:
+        raise storage_error(path, error) from None
     os.close(fd)
     tmp = Path(name)
     try:
@@ -40,8 +72,10 @@ def write_atomic(path: Path | str, write: Callable[[Path], None], private: bool 
         with open(tmp, "rb") as f:  # on disk before the rename makes it the file
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise storage_error(path, error) from None
         raise
     return path
 
@@ -71,4 +105,17 @@ def torch_save_atomic(payload: Any, path: Path | str) -> Path:
     """``torch.save`` so that a crash mid-write leaves the previous file intact."""
     import torch  # not at module level: the report and the benchmarks' tables need no torch
 
-    return write_atomic(path, lambda tmp: torch.save(payload, tmp))
+    def save(tmp: Path) -> None:
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as error:
+            if not any(words in str(error) for words in TORCH_WRITE_FAILED):
+                raise
+            # looked at while the partial file still takes its room: a full disk shows as full
+            if is_full(tmp.parent):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None
+            raise StorageError(
+                f"cannot write {path}: the write failed (perhaps no space left on device)"
+            ) from None
+
+    return write_atomic(path, save)

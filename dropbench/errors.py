@@ -15,3 +15,8 @@ class ConfigError(DropbenchError):
 
 class DataError(DropbenchError):
     """A dataset cannot be found, verified, downloaded or parsed."""
+
+
+class StorageError(DropbenchError, OSError):
+    """A file cannot be written (a full disk, a read-only folder); an OSError too, so that code
+    catching OSError around a write still does. Every later run would fail alike: a sweep stops."""

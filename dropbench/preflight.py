@@ -16,6 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
+from dropbench.atomic import NEARLY_FULL, is_full
 from dropbench.errors import ConfigError
 from dropbench.schema import GROUPS
 
@@ -90,7 +91,8 @@ def check_plugin(group: str, choice: str) -> None:
 
 
 def check_writable(folder: Path) -> None:
-    """Create ``folder`` if needed and prove a file can be written there."""
+    """Create ``folder`` if needed and prove a file can be written there, and that there is room
+    (on a full disk an empty file can still be made; Hydra's first write would fail)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -100,6 +102,11 @@ def check_writable(folder: Path) -> None:
         raise ConfigError(
             f"results_dir={str(folder)!r} is not writable ({reason}); choose another with results_dir=PATH"
         ) from None
+    if is_full(folder):
+        raise ConfigError(
+            f"results_dir={str(folder)!r}: no space left on device (under {NEARLY_FULL >> 20} MiB free); "
+            "free some or choose another with results_dir=PATH"
+        )
 
 
 def check_overrides(arguments: list[str], configs: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from dropbench import __version__
+from dropbench.atomic import FULL
 from dropbench.data import DataSplits
 from dropbench.train import FitResult
 
@@ -67,6 +69,18 @@ def git_commit(package: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}-dirty" if dirty else commit
+
+
+def quiet_writer_thread_full_disk(args: threading.ExceptHookArgs, default=threading.excepthook) -> None:
+    """Python's report of a thread's exception, but none for TensorBoard's writer thread failing
+    on a full disk: TensorBoard raises that error again in the run's own thread, at its next
+    write, where dropbench says it in one line; the thread's traceback would only repeat it."""
+    full = isinstance(args.exc_value, OSError) and args.exc_value.errno in FULL
+    if not (full and type(args.thread).__name__ == "_AsyncWriterThread"):
+        default(args)
+
+
+threading.excepthook = quiet_writer_thread_full_disk
 
 
 class ScalarLog:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dropbench.resume import DONE_STATUSES
 from dropbench.rundir import RunDir
+from dropbench.stop import BUSY, COMMAND_PID, SweepStop
 
 #: Set for the sweep's jobs: the ledger's path, how many jobs the sweep runs and the keys it
 #: sweeps (when known: a grid's), which is what a job's progress line names
@@ -146,3 +148,22 @@ class SweepProgress(Callback):
         Path(ledger).unlink(missing_ok=True)
         entries = [json.loads(line) for line in lines if line.strip()]
         print("\n".join(summary(entries, str(config.hydra.sweep.dir))), flush=True)
+
+
+class StopWorkers(Callback):
+    """Makes a stop sent to a sweep's command stop the launcher's workers too, each recording
+    its run as interrupted (:class:`dropbench.stop.SweepStop`)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        busy = Path(config.hydra.sweep.dir) / f".dropbench-busy-{os.getpid()}"  # one per command
+        busy.mkdir(parents=True, exist_ok=True)
+        atexit.register(shutil.rmtree, busy, ignore_errors=True)  # also after a stop ends the sweep
+        os.environ[COMMAND_PID] = str(os.getpid())  # before any worker starts: every one inherits them
+        os.environ[BUSY] = str(busy)
+        SweepStop(busy).install()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        busy = os.environ.pop(BUSY, None)
+        os.environ.pop(COMMAND_PID, None)
+        if busy is not None:
+            shutil.rmtree(busy, ignore_errors=True)

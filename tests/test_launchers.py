@@ -5,19 +5,28 @@ import importlib.util
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import optuna
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+from omegaconf import OmegaConf
 from optuna.distributions import LogUniformDistribution, UniformDistribution
+from optuna.trial import TrialState
 from tinyrun import SMALL_MODEL, TINY
 
 from dropbench import cli
 from dropbench.errors import ConfigError
 from dropbench.preflight import PLUGIN_CHOICES, check_overrides, config_dir
+from dropbench.search import continue_study
 from dropbench.settings import default_threads
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,9 +177,13 @@ def test_slurm_config_keys_are_the_plugins_own():
 
 
 def test_search_config_maximizes_over_p_and_log_wd_with_a_seeded_sampler():
-    sweeper = compose_hydra("hydra/sweeper=search").hydra.sweeper
+    cfg = compose_hydra("hydra/sweeper=search")
+    sweeper = cfg.hydra.sweeper
     assert sweeper._target_ == "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
-    assert sweeper.direction == "maximize" and sweeper.storage is None and sweeper.n_trials == 20
+    assert sweeper.direction == "maximize" and sweeper.n_trials == 20
+    assert (
+        sweeper.storage == f"sqlite:///{cfg.hydra.sweep.dir}/optuna.db" and sweeper.study_name == "dropbench"
+    )
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed == 0
     # parsed the way the sweeper parses them
     space, fixed = create_params_from_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
@@ -213,3 +226,98 @@ def test_search_runs_trials_and_keeps_the_best_validation_accuracy(dropbench, tm
     assert best["best_value"] == max(record["best"]["val/acc"] for record in records)
     chosen = [r for r in records if r["config"]["p"] == best["best_params"]["p"]]
     assert [r["config"]["wd"] for r in chosen] == [best["best_params"]["wd"]]
+
+
+def study_trials(results: Path) -> list:
+    """The trials of the study that ``hydra/sweeper=search`` stored below ``results``."""
+    [db] = results.rglob("optuna.db")
+    return optuna.load_study(study_name="dropbench", storage=f"sqlite:///{db}").trials
+
+
+def test_a_search_run_again_continues_its_stored_study_without_retraining(dropbench, tmp_path):
+    first = dropbench("run", "-m", "hydra/sweeper=search", "hydra.sweeper.n_trials=2", *TINY_MLP)
+    assert first.returncode == 0, first.stderr
+    results = tmp_path / "results"
+    before = {path: path.read_text() for path in results.rglob("metrics.json")}
+    more = dropbench("run", "-m", "hydra/sweeper=search", "hydra.sweeper.n_trials=3", *TINY_MLP)
+    assert more.returncode == 0, more.stderr
+    assert "dropbench: run 1 of 1: " in more.stdout and "1 runs: 1 finished," in more.stdout
+    trials = study_trials(results)
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 3
+    assert len({trial.params["p"] for trial in trials}) == 3  # the third is a new point
+    after = {path: path.read_text() for path in results.rglob("metrics.json")}
+    assert len(after) == 3 and all(after[path] == text for path, text in before.items())  # not retrained
+    records = [json.loads(text) for text in after.values()]
+    assert sorted(trial.value for trial in trials) == sorted(r["best"]["val/acc"] for r in records)
+
+
+def test_a_trial_a_killed_search_left_running_is_asked_again(tmp_path):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="dropbench", storage=storage, direction="maximize")
+    done, killed = study.ask(), study.ask()
+    for trial in (done, killed):
+        trial.suggest_float("p", 0.05, 0.8)
+    study.tell(done, 0.9)  # the other was running when its search was killed
+    sweeper = OmegaConf.create({"study_name": "dropbench", "storage": storage, "direction": "maximize"})
+    assert continue_study(sweeper) == (1, 2)  # one completed, two held
+    study = optuna.load_study(study_name="dropbench", storage=storage)  # as the next search will
+    old, new = study.trials[1:]
+    assert old.state == TrialState.FAIL and new.state == TrialState.WAITING
+    assert study.ask().suggest_float("p", 0.05, 0.8) == killed.params["p"]  # the same point again
+
+
+def children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (read from /proc: Linux)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_sigterm_on_a_joblib_sweep_stops_every_worker_each_recording_its_run(dropbench_env, tmp_path):
+    slow = [*SMALL_MODEL["mlp"], *TINY, "epochs=300", "batch_size=4"]  # minutes if not stopped
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dropbench", "run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+        + ["p=0.1,0.2,0.3", *slow],
+        cwd=tmp_path,
+        env=dropbench_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    results = tmp_path / "results"
+    deadline = time.monotonic() + 60
+    while not list(results.rglob("checkpoint.pt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = children(process.pid)
+    process.send_signal(signal.SIGTERM)  # to the command alone, as kill does
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "SIGTERM: stopping the sweep's runs after their current step" in stderr
+    checkpoints = list(results.rglob("checkpoint.pt"))
+    assert checkpoints
+    for checkpoint in checkpoints:  # every run that trained an epoch says how far it came
+        record = json.loads((checkpoint.parent / "metrics.json").read_text())
+        saved = torch.load(checkpoint, weights_only=True)
+        assert record["status"] == "interrupted" and len(record["history"]) == saved["state"]["epoch"]
+    assert all(record["status"] == "interrupted" for record in finished_records(results))
+    assert len(finished_records(results)) <= 2  # the third run never trained: nothing took it
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if alive(pid)]  # workers and resource trackers: all gone

@@ -3,7 +3,9 @@ against statistics recomputed here, independently, from the metrics.json files t
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -489,3 +491,14 @@ def test_a_record_of_the_wrong_shape_is_listed_as_corrupt_with_its_reason(tmp_pa
     folder = write_run(tmp_path / "run", change(record("dropout", 0.5, {}, 0.0, 0, 0.9, 0.9)))
     found = read_run(folder)
     assert isinstance(found, Problem) and found.status == "corrupt" and reason in found.reason
+
+
+def test_a_full_disk_is_one_line_naming_the_file(results, tmp_path, monkeypatch, capsys):
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    assert main(["report", str(results), "--out", str(tmp_path / "out")]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"dropbench: error: cannot write {tmp_path / 'out'}/")
+    assert line.endswith(": no space left on device")

@@ -2,10 +2,13 @@
 
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
-from dropbench.stop import StopRequest
+from dropbench.stop import StopRequest, SweepStop
 
 
 def test_a_first_signal_is_remembered_and_a_second_one_raises_at_once(capsys):
@@ -31,3 +34,32 @@ def test_installed_handlers_turn_a_real_sigterm_into_the_flag():
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def test_a_sweep_stop_waits_for_busy_workers_and_forgets_dead_ones(tmp_path, capsys):
+    worker = subprocess.Popen(  # a busy worker: on SIGTERM it records (removes its file) and goes on
+        [
+            sys.executable,
+            "-c",
+            "import os, pathlib, signal, sys, time\n"
+            "marker = pathlib.Path(sys.argv[1], str(os.getpid()))\n"
+            "signal.signal(signal.SIGTERM, lambda *a: marker.unlink())\n"
+            "marker.write_text('run')\n"
+            "while True: time.sleep(0.01)",
+            str(tmp_path),
+        ]
+    )
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()  # its pid names no process now: a worker killed before it removed its file
+    (tmp_path / str(dead.pid)).write_text("run")
+    try:
+        while not (tmp_path / str(worker.pid)).exists():
+            time.sleep(0.01)
+        with pytest.raises(KeyboardInterrupt):
+            SweepStop(tmp_path).handle(signal.SIGINT, None)
+        assert not list(tmp_path.iterdir())  # the worker recorded; the dead one was forgotten
+        assert worker.poll() is None  # told, not killed: the launcher ends it once idle
+        assert "SIGINT: stopping the sweep's runs after their current step" in capsys.readouterr().err
+    finally:
+        worker.kill()
+        worker.wait()
