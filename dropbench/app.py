@@ -247,6 +247,9 @@ class RunLifecycle:
             final[f"test_last/{task.headline}"],
             details["train_samples_per_s"],
         )
+        detection = {k: v for k, v in final.items() if k.startswith("ood/auroc_")}
+        if detection:  # eval.ood: how well each score tells the other dataset's images apart
+            log.info("OOD detection AUROC: %s", ", ".join(f"{k} {v:.4f}" for k, v in detection.items()))
         return task.objective(details["best"])
 
     def write_interrupted(self) -> None:

@@ -210,6 +210,8 @@ def test_a_run_with_mc_dropout_and_an_ood_dataset_records_and_logs_it_all(dropbe
     for name in ("auroc", "fpr95"):
         assert {f"ood/{name}_{s}" for s in ("msp", "entropy", "entropy_mc", "mi_mc")} <= set(final)
     assert record["config"]["eval.ood"] == "fashion_mnist"
+    printed = done.stdout + done.stderr
+    assert f"ood/auroc_mi_mc {final['ood/auroc_mi_mc']:.4f}" in printed  # printed, not only recorded
     assert record["data"]["ood"]["dataset"] == "fashion_mnist" and record["data"]["ood"]["test"] == 40
     assert sum(record["reliability"]["test_mc"]["count"]) == record["data"]["test"] == 40
     curve = record["mc_curve"]
