@@ -159,8 +159,9 @@ def ood_score(log_probs: torch.Tensor, scores: dict[str, torch.Tensor], name: st
 
 
 def predict_log_probs(model: nn.Module, x: torch.Tensor, batch_size: int, samples: int = 1) -> torch.Tensor:
-    """(N, classes) log-probabilities of ``model`` in eval mode (see :func:`predict`)."""
-    return predict(model, x, batch_size, samples)[0]
+    """(N, classes) log-probabilities of ``model`` in eval mode (see :func:`predict`), without
+    the uncertainty scores: every epoch's validation asks for this, and scores only the test."""
+    return predict_averages(model, x, batch_size, samples, scored=False)[0]
 
 
 def predict(
@@ -195,12 +196,18 @@ def mc_ladder(samples: int) -> tuple[int, ...]:
 
 @torch.inference_mode()
 def predict_averages(
-    model: nn.Module, x: torch.Tensor, batch_size: int, samples: int = 1, at: tuple[int, ...] = ()
+    model: nn.Module,
+    x: torch.Tensor,
+    batch_size: int,
+    samples: int = 1,
+    at: tuple[int, ...] = (),
+    scored: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[int, torch.Tensor]]:
     """:func:`predict`'s log-probabilities and scores, and for each t in ``at`` (t <= ``samples``)
     the (N, classes) log of the average of the first t passes' probabilities: the running sum's
     value after pass t, so that t = ``samples`` is the returned prediction itself, bit for bit,
-    and no pass is added. With ``samples`` > 1 pass 1 is stochastic (MC dropout's t = 1)."""
+    and no pass is added. With ``samples`` > 1 pass 1 is stochastic (MC dropout's t = 1).
+    ``scored=False`` leaves the scores out (an empty dict)."""
     model.eval()
     for layer in stochastic_layers(model) if samples > 1 else []:
         layer.train()
@@ -218,12 +225,13 @@ def predict_averages(
         if samples in partial:
             partial[samples].append(mean)
         outputs.append(mean)
-        scores.append(predictive_uncertainty(torch.stack(passes), mean))
+        if scored:
+            scores.append(predictive_uncertainty(torch.stack(passes), mean))
     model.eval()
     averages = {t: torch.cat(parts) for t, parts in sorted(partial.items())}
     return (
         torch.cat(outputs),
-        {name: torch.cat([s[name] for s in scores]) for name in scores[0]},
+        {name: torch.cat([s[name] for s in scores]) for name in (scores[0] if scores else ())},
         averages,
     )
 
