@@ -46,10 +46,16 @@ FINDINGS = {
     "cnn_fair": fair("cnn_fair"),
     "lstm_fair": fair("lstm_fair"),
     "ood_mc": ["ood_mc"],
+    "bn_dropout": ["bn_dropout"],
+    "data_size": [f"data_size/n{n}" for n in (100, 500, 2000, 10000, 50000)],
+    "placement": fair("placement"),
+    "table9_penalties": ["table9_penalties/none", "table9_penalties/l1", "table9_penalties/dropout"],
 }
 GPU = {"mlp_dropconnect"}
 #: the settings a finding's report chooses on validation together with p (report --tune)
 TUNED = {"lstm_fair": ["reg.p_hidden"]}
+#: the settings a finding's report splits its groups by (report --by): its conditions, not methods
+BY = {"bn_dropout": ["model.norm"], "data_size": ["dataset.train_size"], "placement": ["model.activation"]}
 
 
 def dropbench(*args: str) -> None:
@@ -67,7 +73,9 @@ def regenerate(finding: str, seeds: str | None, results_dir: str, out: Path, ext
         overrides = [f"experiment={experiment}", f"name={sweep_name}", f"results_dir={results_dir}"]
         dropbench("run", "-m", *overrides, *([f"seed={seeds}"] if seeds else []), *extra)
     tune = [argument for key in TUNED.get(finding, []) for argument in ("--tune", key)]
-    dropbench("report", str(Path(results_dir) / "sweeps" / sweep_name), "--out", str(out / sweep_name), *tune)
+    by = [argument for key in BY.get(finding, []) for argument in ("--by", key)]
+    sweep = str(Path(results_dir) / "sweeps" / sweep_name)
+    dropbench("report", sweep, "--out", str(out / sweep_name), *tune, *by)
 
 
 def main() -> None:

@@ -66,3 +66,47 @@ def test_an_unknown_tune_key_is_one_line_naming_the_choices(sweep, tmp_path):
     with pytest.raises(DropbenchError, match=message):
         make_report([sweep], tmp_path / "bad", Options(tune=("reg.masks",)))
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.fixture(scope="module")
+def sized(tmp_path_factory):
+    """none and dropout at two training-set sizes; validation prefers p=0.2 at 100 examples and
+    p=0.5 at 1000, and dropout beats none only at 1000."""
+    root = tmp_path_factory.mktemp("sized")
+    grid = {
+        (100, "none", None): (0.90, 0.90),
+        (100, "dropout", 0.2): (0.89, 0.89),
+        (100, "dropout", 0.5): (0.85, 0.85),
+        (1000, "none", None): (0.95, 0.95),
+        (1000, "dropout", 0.2): (0.96, 0.96),
+        (1000, "dropout", 0.5): (0.97, 0.97),
+    }
+    for (size, reg, p), (test, val) in grid.items():
+        for seed in range(3):
+            jitter = 0.001 * seed if reg == "dropout" else 0.0  # the paired differences need a spread
+            run = record(reg, p, {}, 0.0, seed, test + jitter, val + jitter)
+            run["resolved_config"]["dataset"] = {"name": "mnist", "train_size": size}
+            write_run(root / f"n{size}_{reg}_p{p}_seed{seed}", run)
+    return root
+
+
+def test_by_splits_each_group_into_one_per_value_each_with_its_own_best_p_and_comparison(sized, tmp_path):
+    out = make_report([sized], tmp_path / "by", Options(by=("dataset.train_size",)))
+    for size, p, verdict in ((100, 0.2, "worse"), (1000, 0.5, "better")):
+        best = pd.read_csv(out.folder / f"mnist_mlp_train_size{size}_best_p.csv")
+        assert list(best["label"]) == ["none", "dropout"]  # the size is the group's, not a label
+        assert best["p"].iloc[1] == p
+        paired = pd.read_csv(out.folder / f"mnist_mlp_train_size{size}_paired.csv")
+        assert list(paired["comparison"]) == [f"dropout, p={p} vs none"]
+        assert paired["verdict"].iloc[0] == verdict
+    assert "## mnist / mlp / train_size=100 (9 finished runs)" in (out.folder / "report.md").read_text()
+    assert len(pd.read_csv(out.folder / "runs.csv")) == 18
+
+
+def test_an_unknown_by_key_or_one_also_tuned_is_one_line(sized, tmp_path):
+    with pytest.raises(DropbenchError, match=r"--by 'train_size' is not a setting of these runs"):
+        make_report([sized], tmp_path / "bad", Options(by=("train_size",)))
+    both = Options(tune=("dataset.train_size",), by=("dataset.train_size",))
+    with pytest.raises(DropbenchError, match="given to both --tune and --by"):
+        make_report([sized], tmp_path / "bad", both)
+    assert not (tmp_path / "bad").exists()

@@ -22,6 +22,7 @@ writes into DIR:
   report.md                     everything printed, as one Markdown file
   runs.csv                      one row per finished run: setup, reg settings, every final metric,
                                 gap_pp (train acc - test acc, in percentage points)
+  (with --by KEY, every D_M_ file below is one per value v of KEY too: D_M_KEYv_main.md ...)
   D_M_main.{md,csv,tex}         per dataset D and model M: metric per regularizer and p, mean ± std (n)
   D_M_best_p.{md,csv,tex}       each regularizer at its best p (and --tune keys) by mean validation accuracy
   D_M_gap.{md,csv,tex}          train acc - test acc, in percentage points
@@ -79,6 +80,14 @@ def parser() -> argparse.ArgumentParser:
         help="a setting chosen on validation together with p, not a method of its own "
         "(e.g. --tune reg.p_hidden: variational dropout at its best p and recurrent rate); repeatable",
     )
+    made.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a setting that splits the report into one group per value, each with its own best p "
+        "and comparisons (e.g. --by dataset.train_size: dropout against none at each size); repeatable",
+    )
     return made
 
 
@@ -111,7 +120,9 @@ def main(arguments: list[str]) -> int:
         check_out(args.out)
         from dropbench.report.build import Options, make_report
 
-        out = make_report(args.paths, args.out, Options(args.metric, args.split, tuple(args.tune)))
+        out = make_report(
+            args.paths, args.out, Options(args.metric, args.split, tuple(args.tune), tuple(args.by))
+        )
     except DropbenchError as error:
         print(f"dropbench: error: {error}", file=sys.stderr)
         return 2

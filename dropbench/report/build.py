@@ -3,6 +3,7 @@ write them to the output folder and return the whole report as Markdown."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pandas as pd
 
 from dropbench.errors import DropbenchError
 from dropbench.report import dedupe, ood, paired, plots, tables
-from dropbench.report.labels import add_labels
+from dropbench.report.labels import add_labels, format_value
 from dropbench.report.render import markdown, save_figure, write_table, write_text
 from dropbench.report.runs import GAP, Run, in_shape, runs_frame, scan
 from dropbench.tasks import Reconstruction
@@ -22,11 +23,15 @@ REPORT_FILE = "report.md"
 @dataclass(frozen=True)
 class Options:
     """What to report: ``metric`` is error or acc (both in %), on the ``split`` test or test_mc;
-    ``tune``: settings chosen on validation together with p (:mod:`dropbench.report.labels`)."""
+    ``tune``: settings chosen on validation together with p (:mod:`dropbench.report.labels`);
+    ``by``: settings that split each (dataset, model) group into one group per value, each with
+    its own tables, best p and paired comparisons (a finding's condition, such as
+    ``dataset.train_size``, rather than a method)."""
 
     metric: str = "error"
     split: str = "test"
     tune: tuple[str, ...] = ()
+    by: tuple[str, ...] = ()
 
 
 @dataclass
@@ -101,12 +106,22 @@ def headline_column(options: Options) -> str:
     return f"{options.split}/{tables.recorded_metric(options.metric)}"
 
 
+def group_names(frame: pd.DataFrame, by: tuple[str, ...]) -> tuple[str, str]:
+    """The title ("mnist / mlp / train_size=100") and file prefix ("mnist_mlp_train_size100") of
+    a group: its dataset, model and ``--by`` values."""
+    first = frame.iloc[0]
+    conditions = [f"{key.split('.')[-1]}={format_value(first[key])}" for key in by]
+    title = " / ".join([str(first["dataset"]), str(first["model"]), *conditions])
+    prefix = "_".join([str(first["dataset"]), str(first["model"]), *(c.replace("=", "") for c in conditions)])
+    return title, re.sub(r"[^A-Za-z0-9_.-]", "-", prefix)
+
+
 def report_group(frame: pd.DataFrame, runs: dict[str, Run], options: Options, out: Output) -> pd.DataFrame:
-    """Write one (dataset, model) group's tables and figures; returns its runs with their labels."""
+    """Write one (dataset, model, --by values) group's tables and figures; returns its runs with
+    their labels."""
     frame = add_labels(frame, options.tune)
     dedupe.check_one_run_per_seed(frame, runs)
-    dataset, model = frame["dataset"].iloc[0], frame["model"].iloc[0]
-    title, prefix = f"{dataset} / {model}", f"{dataset}_{model}"
+    title, prefix = group_names(frame, options.by)
     out.sections.append(f"## {title} ({runs_count(len(frame))})\n")
     options = group_options(frame, options)
     measured = frame[tables.column(frame, headline_column(options)).notna()]
@@ -146,14 +161,19 @@ def write_runs(labeled: list[pd.DataFrame], out: Output) -> None:
     out.files.append(write_text(out.folder / RUNS_FILE, frame[columns].to_csv(index=False)))
 
 
-def check_tune(frame: pd.DataFrame, tune: tuple[str, ...]) -> None:
-    """Every ``--tune`` key is a setting some run recorded (one line naming the bad one otherwise)."""
+def check_settings(frame: pd.DataFrame, options: Options) -> None:
+    """Every ``--tune`` and ``--by`` key is a setting some run recorded, and none is both (one
+    line naming the bad one otherwise)."""
     settings = sorted(c for c in frame.columns if column_kind(c) in (1, 2) and c not in ("p", "seed"))
-    for key in tune:
-        if key not in settings:
-            raise DropbenchError(
-                f"--tune {key!r} is not a setting of these runs; choose from {', '.join(settings)}"
-            )
+    for flag, keys in (("--tune", options.tune), ("--by", options.by)):
+        for key in keys:
+            if key not in settings:
+                raise DropbenchError(
+                    f"{flag} {key!r} is not a setting of these runs; choose from {', '.join(settings)}"
+                )
+    both = sorted(set(options.tune) & set(options.by))
+    if both:
+        raise DropbenchError(f"{both[0]} is given to both --tune and --by; a setting is one or the other")
 
 
 def make_report(paths: list[Path], folder: Path | None, options: Options) -> Output:
@@ -162,7 +182,7 @@ def make_report(paths: list[Path], folder: Path | None, options: Options) -> Out
     finished, problems = scan(paths)
     finished, merges = dedupe.merge_copies(finished)
     frame = runs_frame(finished)
-    check_tune(frame, options.tune)
+    check_settings(frame, options)
     where = ", ".join(map(str, paths))
     has = [tables.column(frame, f"{options.split}/{m}").notna() for m in ("acc", "mse")]
     if not (has[0] | has[1]).any():
@@ -174,7 +194,11 @@ def make_report(paths: list[Path], folder: Path | None, options: Options) -> Out
     out.sections.append(f"# dropbench report\n\n{runs_count(len(finished))} under {where}{copies}\n")
     runs = {str(run.folder): run for run in finished}
     write_runs(
-        [report_group(group, runs, options, out) for _, group in frame.groupby(["dataset", "model"])], out
+        [
+            report_group(group, runs, options, out)
+            for _, group in frame.groupby(["dataset", "model", *options.by], dropna=False)
+        ],
+        out,
     )
     listed = ([dedupe.merges_table(merges)] if merges else []) + (
         [tables.problems_table(problems)] if problems else []
