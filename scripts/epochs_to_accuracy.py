@@ -1,0 +1,106 @@
+"""Finding 6 ("dropout slows training"): epochs to reach a validation accuracy, and the wall time
+of an epoch, of one row against another in the same sweep, paired by seed.
+
+For each threshold: the first epoch whose ``val/acc`` reaches it, per run (from the history in
+each run's ``metrics.json``); the rows' means, the paired difference B - A with its 95% t
+interval over the seeds where both reached it, and the ratio of the means. For the epoch's wall
+time: the median ``epoch_time_s`` of each run, and the per-seed ratio B / A as a geometric mean
+with a 95% interval (a t interval on the log ratios). Rows are the report's labels ("none",
+"dropout", "none (wd=0.0005)"), each at one p.
+
+    python scripts/epochs_to_accuracy.py results/sweeps/table9_penalties --threshold 0.95 0.96
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from dropbench.report.labels import add_labels
+from dropbench.report.runs import runs_frame, scan
+
+ALPHA = 0.05
+
+
+def first_epoch_reaching(history: list[dict], threshold: float) -> float:
+    """The first epoch (1-based) whose val/acc is at least ``threshold``; NaN if none is."""
+    return next((row["epoch"] for row in history if row.get("val/acc", -1) >= threshold), math.nan)
+
+
+def paired_interval(a: pd.Series, b: pd.Series) -> tuple[int, float, float, float]:
+    """n, mean of b - a, and its 95% t interval over the seeds both have."""
+    both = pd.concat([a, b], axis=1, keys=["a", "b"]).dropna()
+    differences = both["b"] - both["a"]
+    if len(both) < 2 or differences.std(ddof=1) == 0:
+        return len(both), float(differences.mean()), math.nan, math.nan
+    interval = stats.ttest_rel(both["b"], both["a"]).confidence_interval(1 - ALPHA)
+    return len(both), float(differences.mean()), float(interval.low), float(interval.high)
+
+
+def arm(frame: pd.DataFrame, runs: dict, label: str, p: float | None) -> pd.DataFrame:
+    """One row's runs (its label, at ``p`` when it has one), indexed by seed, with their histories."""
+    chosen = frame[frame["label"] == label]
+    if p is not None:
+        chosen = chosen[np.isclose(chosen["p"].astype(float), p)]
+    if chosen.empty:
+        raise SystemExit(f"no finished run labelled {label!r} (p={p}); labels: {sorted(set(frame['label']))}")
+    histories = [runs[folder].record["history"] for folder in chosen["run"]]
+    return pd.DataFrame({"history": histories}, index=chosen["seed"].to_numpy())
+
+
+def table(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str], thresholds: list[float]) -> str:
+    lines = [
+        f"| val/acc reached | {names[0]}: epochs (n) | {names[1]}: epochs (n) | B - A, epochs [95% CI] (n) "
+        "| ratio B / A |",
+        "|---|---|---|---|---|",
+    ]
+    for threshold in thresholds:
+        ea = a["history"].map(lambda h: first_epoch_reaching(h, threshold))
+        eb = b["history"].map(lambda h: first_epoch_reaching(h, threshold))
+        n, diff, low, high = paired_interval(ea, eb)
+        ratio = eb.mean() / ea.mean() if ea.notna().any() and eb.notna().any() else math.nan
+        lines.append(
+            f"| {100 * threshold:.1f}% | {ea.mean():.1f} ({ea.notna().sum()}) | {eb.mean():.1f} "
+            f"({eb.notna().sum()}) | {diff:+.1f} [{low:+.1f}, {high:+.1f}] ({n}) | {ratio:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def epoch_time_ratio(a: pd.DataFrame, b: pd.DataFrame) -> str:
+    def median_time(history: list[dict]) -> float:
+        return float(np.median([row["epoch_time_s"] for row in history]))
+
+    ta, tb = a["history"].map(median_time), b["history"].map(median_time)
+    logs = np.log((tb / ta).dropna())
+    low, high = stats.t.interval(1 - ALPHA, len(logs) - 1, loc=logs.mean(), scale=stats.sem(logs))
+    return (
+        f"median epoch wall time: A {ta.mean():.2f} s, B {tb.mean():.2f} s; B / A {math.exp(logs.mean()):.2f} "
+        f"[{math.exp(low):.2f}, {math.exp(high):.2f}] (geometric mean of {len(logs)} per-seed ratios)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", type=Path)
+    parser.add_argument("--a", default="none", help="row A's label (default none)")
+    parser.add_argument("--b", default="dropout", help="row B's label (default dropout)")
+    parser.add_argument("--b-p", type=float, default=0.5, help="row B's p (default 0.5)")
+    parser.add_argument("--threshold", type=float, nargs="+", default=[0.90, 0.95])
+    args = parser.parse_args()
+    finished, _ = scan([args.sweep])
+    runs = {str(run.folder): run for run in finished}
+    frame = pd.concat(add_labels(group) for _, group in runs_frame(finished).groupby(["dataset", "model"]))
+    a, b = arm(frame, runs, args.a, None), arm(frame, runs, args.b, args.b_p)
+    names = (args.a, f"{args.b}, p={args.b_p:g}")
+    print(f"A = {names[0]}, B = {names[1]}; {args.sweep}\n")
+    print(table(a, b, names, args.threshold))
+    print("\n" + epoch_time_ratio(a, b))
+
+
+if __name__ == "__main__":
+    main()
