@@ -83,9 +83,13 @@ def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y) -> Non
 
 
 def conv_steps(batch: int, factories) -> dict[str, Step]:
-    """Forward + backward of the CNN's two conv layers alone."""
-    x1 = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    x2 = torch.randn(batch, CHANNELS[0], 16, 16).requires_grad_()
+    """Forward + backward of the CNN's two conv layers alone, each input in the layout the CNN
+    gives it: channels-last images; the first layer's output, channels-last from nn.Conv2d and
+    the per-batch path, NCHW from the per-example path (and everywhere in the NCHW variant)."""
+    images = torch.randn(batch, 3, 32, 32)
+    hidden = torch.randn(batch, CHANNELS[0], 16, 16)
+    last = torch.channels_last
+    batched = [name for name in factories if name.startswith("batch")]
     steps = {}
     for name, conv in {"plain": None, "plain NCHW": None, **factories}.items():
         torch.manual_seed(0)
@@ -93,11 +97,10 @@ def conv_steps(batch: int, factories) -> dict[str, Step]:
         layers = [make(3, CHANNELS[0], 3, padding=1), make(*CHANNELS, 3, padding=1)]
         nchw = name == "plain NCHW"
         for layer in layers:
-            layer.to(memory_format=torch.contiguous_format if nchw else torch.channels_last)
-        # each layer's input in the layout the CNN gives it: channels-last images, and the first
-        # layer's output, channels-last from nn.Conv2d, NCHW from the per-example path
-        second = x2.contiguous(memory_format=torch.channels_last) if name == "plain" else x2
-        steps[name] = functools.partial(_conv_backward, layers, x1.contiguous() if nchw else x1, second)
+            layer.to(memory_format=torch.contiguous_format if nchw else last)
+        x1 = images if nchw else images.contiguous(memory_format=last)
+        x2 = hidden.contiguous(memory_format=last) if name in ("plain", *batched) else hidden.clone()
+        steps[name] = functools.partial(_conv_backward, layers, x1, x2.requires_grad_())
     return steps
 
 

@@ -14,10 +14,11 @@ A regularizer reaches a model as factories, one per place it acts (``configs/reg
 - ``rnn``: builds each LSTM layer (variational, naive per-step dropout, weight drop),
   ``(in, hidden) -> module``.
 
-An empty slot means the plain layer (``nn.Identity``, ``nn.Linear``, ``nn.Conv2d``, ``nn.LSTM``). A ``drop``
-layer may say where it goes (``place``: ``after`` the activation, the default, or ``before``
-it), and a ``linear`` layer that applies the activation itself (DropConnect's ``activation``,
-which its Gaussian inference averages) is not followed by another one.
+An empty slot means the plain layer (``nn.Identity``, ``nn.Linear``, ``nn.Conv2d``,
+``nn.LSTM``). A ``drop`` layer may say where it goes (``place``: ``after`` the activation, the
+default, or ``before`` it), and a ``linear`` layer that applies the activation itself
+(DropConnect's ``activation``, which its Gaussian inference averages) is not followed by
+another one.
 
 The MLP's and the CNN's hidden layers share their make-up (``model.activation``, ``model.norm``):
 Linear/Conv -> [BatchNorm] -> activation -> drop (or drop before the activation). Every model
