@@ -140,7 +140,7 @@ def check_reg_layers(cfg: DictConfig) -> None:
     for slot, node in model_slots(cfg).items():
         factory = instantiate_group("reg", node)
         try:
-            factory(*(2, 2) if slot in SIZED_SLOTS else ())
+            factory(*SIZED_SLOTS.get(slot, ()))
         except (ValueError, TypeError) as error:
             raise ConfigError(under_full_key(str(error), slot, node)) from None
 

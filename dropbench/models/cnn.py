@@ -11,6 +11,7 @@ from torch import nn
 from dropbench.models.common import (
     ACTIVATIONS,
     NORMS,
+    ConvFactory,
     DropFactory,
     LinearFactory,
     check_choice,
@@ -20,13 +21,20 @@ from dropbench.models.common import (
 
 
 def conv_block(
-    in_channels: int, out_channels: int, activation: str = "relu", norm: str = "none"
+    in_channels: int,
+    out_channels: int,
+    activation: str = "relu",
+    norm: str = "none",
+    conv: ConvFactory | None = None,
 ) -> nn.Sequential:
     """conv3x3 (same padding) -> [BatchNorm2d] -> activation -> 2x2 max-pool: halves height and
-    width. No norm module at ``norm="none"`` (the state dict's keys of a model without the option)."""
-    conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+    width. ``conv`` builds the conv layer (DropConnect's), ``nn.Conv2d`` when None. No norm
+    module at ``norm="none"`` (the state dict's keys of a model without the option)."""
+    layer = (conv or nn.Conv2d)(in_channels, out_channels, 3, padding=1)
     normed = (
-        [conv] if check_choice("model.norm", norm, NORMS) == "none" else [conv, nn.BatchNorm2d(out_channels)]
+        [layer]
+        if check_choice("model.norm", norm, NORMS) == "none"
+        else [layer, nn.BatchNorm2d(out_channels)]
     )
     act = ACTIVATIONS[check_choice("model.activation", activation, tuple(ACTIVATIONS))]()
     return nn.Sequential(*normed, act, nn.MaxPool2d(2))
@@ -41,8 +49,8 @@ class CNN(nn.Module):
 
     Every size follows from ``in_shape`` (C, H, W): the flattened width is
     channels[-1] * (H // 2**blocks) * (W // 2**blocks). Regularizer slots: ``drop`` (head),
-    ``channel_drop`` (after each conv block), ``linear`` (the head's hidden layers) and
-    ``input_drop`` (on the input pixels).
+    ``channel_drop`` (after each conv block), ``linear`` (the head's hidden layers), ``conv``
+    (each block's conv layer) and ``input_drop`` (on the input pixels).
     Input: (N, C, H, W); output: (N, num_classes) logits.
     """
 
@@ -58,6 +66,7 @@ class CNN(nn.Module):
         channel_drop: DropFactory | None = None,
         linear: LinearFactory | None = None,
         input_drop: DropFactory | None = None,
+        conv: ConvFactory | None = None,
         activation: str = "relu",
         norm: str = "none",
     ) -> None:
@@ -72,7 +81,7 @@ class CNN(nn.Module):
         widths = [in_channels, *channels]
         self.features = nn.Sequential(
             *(
-                nn.Sequential(conv_block(a, b, activation, norm), make_drop(channel_drop))
+                nn.Sequential(conv_block(a, b, activation, norm, conv), make_drop(channel_drop))
                 for a, b in pairwise(widths)
             )
         )

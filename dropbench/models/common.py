@@ -9,13 +9,16 @@ A regularizer reaches a model as factories, one per place it acts (``configs/reg
   and on the input sequence's feature channels over all time steps (LSTM); spatial dropout
   drops whole channels there, reg=conv_dropout single elements (its control, CNN only);
 - ``linear``: builds the hidden fully connected layers (DropConnect), ``(in, out) -> module``;
+- ``conv``: builds the conv layers (DropConnect on conv kernels),
+  ``(in_channels, out_channels, kernel_size, padding=) -> module``, as ``nn.Conv2d`` is called;
 - ``rnn``: builds each LSTM layer (variational, naive per-step dropout, weight drop),
   ``(in, hidden) -> module``.
 
-An empty slot means the plain layer (``nn.Identity``, ``nn.Linear``, ``nn.LSTM``). A ``drop``
-layer may say where it goes (``place``: ``after`` the activation, the default, or ``before``
-it), and a ``linear`` layer that applies the activation itself (DropConnect's ``activation``,
-which its Gaussian inference averages) is not followed by another one.
+An empty slot means the plain layer (``nn.Identity``, ``nn.Linear``, ``nn.Conv2d``,
+``nn.LSTM``). A ``drop`` layer may say where it goes (``place``: ``after`` the activation, the
+default, or ``before`` it), and a ``linear`` layer that applies the activation itself
+(DropConnect's ``activation``, which its Gaussian inference averages) is not followed by
+another one.
 
 The MLP's and the CNN's hidden layers share their make-up (``model.activation``, ``model.norm``):
 Linear/Conv -> [BatchNorm] -> activation -> drop (or drop before the activation). Every model
@@ -37,10 +40,13 @@ SLOTS = {
     "input_drop": "input units",
     "channel_drop": "feature channels",
     "linear": "hidden fully connected layers",
+    "conv": "conv layers",
     "rnn": "recurrent layers (a time axis)",
 }
-#: The places whose factory takes two sizes, (in, out) or (in, hidden); the others' take none.
-SIZED_SLOTS = ("linear", "rnn")
+#: The places whose factory takes sizes first ((in, out), (in, hidden), (in, out, kernel_size)),
+#: with tiny example sizes (``build.check_reg_layers`` builds one layer to check a reg's
+#: settings); the others' factories take none.
+SIZED_SLOTS: dict[str, tuple[int, ...]] = {"linear": (2, 2), "rnn": (2, 2), "conv": (2, 2, 3)}
 #: What a model may declare about itself (``TRAITS`` on the class) beyond its places.
 TRAITS = {
     "feature_maps": "conv feature maps",
@@ -51,6 +57,8 @@ TRAITS = {
 DropFactory = Callable[[], nn.Module]
 #: Makes a fully connected layer from (in_features, out_features).
 LinearFactory = Callable[[int, int], nn.Module]
+#: Makes a conv layer from (in_channels, out_channels, kernel_size) and ``padding=``, as ``nn.Conv2d``.
+ConvFactory = Callable[..., nn.Module]
 #: ``model.activation``'s choices: the module a hidden layer applies, and the same function
 #: (which a reg layer applying the activation itself is given: configs/reg/dropconnect.yaml)
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}

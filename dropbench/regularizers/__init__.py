@@ -7,7 +7,12 @@ optimizer's weight decay on weights only (:mod:`.l2`); L1 is a loss term on the 
 optimizer step (:mod:`.maxnorm`). Which regularizer fits which model: :mod:`dropbench.combinations`.
 """
 
-from dropbench.regularizers.dropconnect import DropConnectLinear, dropconnect_linear
+from dropbench.regularizers.dropconnect import (
+    DropConnectConv2d,
+    DropConnectLinear,
+    dropconnect_conv2d,
+    dropconnect_linear,
+)
 from dropbench.regularizers.dropout import Dropout, check_drop_probability, dropout, original_dropout
 from dropbench.regularizers.l1 import l1_penalty, penalised_weights
 from dropbench.regularizers.l2 import l2_parameter_groups, l2_penalty
@@ -32,6 +37,8 @@ __all__ = [
     "NaiveDropoutLSTM",
     "VariationalLSTM",
     "WeightDropLSTM",
+    "DropConnectConv2d",
     "DropConnectLinear",
+    "dropconnect_conv2d",
     "dropconnect_linear",
 ]

@@ -22,9 +22,11 @@ Modules, one concern each:
   :mod:`.compiled`: their compile state and the fallback when compiling fails;
 - :mod:`.function`: the autograd Function and its fused / eager backends;
 - :mod:`.gaussian`: the paper's moment-matching inference, closed form and sampled;
-- :mod:`.layer`: :func:`dropconnect_linear` and :class:`DropConnectLinear`.
+- :mod:`.layer`: :func:`dropconnect_linear` and :class:`DropConnectLinear`;
+- :mod:`.conv`: the conv-kernel variant, :func:`dropconnect_conv2d` and :class:`DropConnectConv2d`.
 """
 
+from dropbench.regularizers.dropconnect.conv import DropConnectConv2d, dropconnect_conv2d
 from dropbench.regularizers.dropconnect.function import BACKENDS, FUSED_MIN_ENTRIES
 from dropbench.regularizers.dropconnect.gaussian import (
     closed_form_inference,
@@ -45,8 +47,10 @@ __all__ = [
     "FUSED_MIN_ENTRIES",
     "INFERENCE_MODES",
     "MASK_MODES",
+    "DropConnectConv2d",
     "DropConnectLinear",
     "closed_form_inference",
+    "dropconnect_conv2d",
     "dropconnect_linear",
     "gaussian_inference",
     "gaussian_moments",

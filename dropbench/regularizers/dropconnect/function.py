@@ -154,7 +154,7 @@ def _fused_grad_x(words, weight, grad_lanes, n):
 def _eager_forward(keep, x, weight, bias, chunk):
     n, (out_f, in_f), size = x.shape[0], weight.shape, weight.numel()
     y = x.new_empty(n, out_f)
-    for start, stop, masks in _expanded(keep, n, chunk):
+    for start, stop, masks in expanded_masks(keep, n, chunk):
         w = apply_masks(masks[:, :size], weight.reshape(-1), out=masks[:, :size])
         b = None if bias is None else apply_masks(masks[:, size:], bias, out=masks[:, size:])
         for c, i in enumerate(range(start, stop)):
@@ -172,7 +172,7 @@ def _eager_backward(keep, x, weight, grad, wanted, chunk):
     dw = torch.zeros_like(weight) if need_w else None
     db = grad.new_zeros(out_f) if need_b else None
     spare = None  # M_i * W for dx, beside the masks (the first chunk is the largest)
-    for start, stop, masks in _expanded(keep, n, chunk):
+    for start, stop, masks in expanded_masks(keep, n, chunk):
         weight_masks = masks[:, :size].view(-1, out_f, in_f)
         if db is not None:
             db += apply_masks(masks[:, size:], grad[start:stop]).sum(0)
@@ -188,7 +188,7 @@ def _eager_backward(keep, x, weight, grad, wanted, chunk):
     return [dx, dw, db]
 
 
-def _expanded(keep: torch.Tensor, n: int, chunk: int):
+def expanded_masks(keep: torch.Tensor, n: int, chunk: int):
     """(start, stop, masks) per chunk of rows: masks[c] is row start + c's all-ones/zero masks.
 
     A chunk holds about ``chunk`` entries, a power of two of rows up to 32, so it never

@@ -48,16 +48,19 @@ def is_relu(activation: object) -> bool:
     return activation in (torch.relu, F.relu, torch.nn.functional.relu) or isinstance(activation, nn.ReLU)
 
 
-def _per_batch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, p: float) -> torch.Tensor:
-    """One mask for the call: masked, rescaled copies of W and b, then a plain linear layer."""
+def batch_masked(
+    weight: torch.Tensor, bias: torch.Tensor | None, p: float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One mask for a whole call (``mask="batch"``): masked, rescaled copies s (M * W), s (m * b)
+    of a layer's weights (any shape: a linear layer's or a conv kernel) and bias."""
     row = weight.numel() + (0 if bias is None else bias.numel())
-    keep, drawn_p = packed_keep_bits((-(-row // 32),), p, x.device)
-    masks = lane_masks(keep, torch.arange(32, dtype=torch.int32, device=x.device)).view(-1)[:row]
+    keep, drawn_p = packed_keep_bits((-(-row // 32),), p, weight.device)
+    masks = lane_masks(keep, torch.arange(32, dtype=torch.int32, device=weight.device)).view(-1)[:row]
     scale_bits = float_bits(torch.tensor(1.0 / (1.0 - drawn_p), dtype=weight.dtype)).item()
     masks = masks if weight.element_size() == 4 else masks.to(same_size_int(weight.element_size()))
     scaled = masks.bitwise_and_(scale_bits).view(weight.dtype)  # s where kept, 0 where dropped
     w = weight * scaled[: weight.numel()].view_as(weight)
-    return F.linear(x, w, None if bias is None else bias * scaled[weight.numel() :])
+    return w, None if bias is None else bias * scaled[weight.numel() :]
 
 
 def dropconnect_linear(
@@ -87,7 +90,7 @@ def dropconnect_linear(
     if not training or p == 0.0:
         return F.linear(x, weight, bias)
     if mask == "batch":
-        return _per_batch(x, weight, bias, p)
+        return F.linear(x, *batch_masked(weight, bias, p))
     rows = x.reshape(-1, x.shape[-1]).contiguous()
     y = PerExample.apply(rows, weight, bias, p, backend, chunk_elements)
     return y.view(*x.shape[:-1], weight.shape[0])
