@@ -11,6 +11,7 @@ from torch import nn
 from dropbench.models.common import (
     ACTIVATIONS,
     NORMS,
+    DropFactories,
     DropFactory,
     LinearFactory,
     check_choice,
@@ -40,7 +41,8 @@ class CNN(nn.Module):
     BatchNorm1d after each hidden Linear, before the activation) apply to the conv blocks and the head.
 
     Every size follows from ``in_shape`` (C, H, W): the flattened width is
-    channels[-1] * (H // 2**blocks) * (W // 2**blocks). Regularizer slots: ``drop`` (head),
+    channels[-1] * (H // 2**blocks) * (W // 2**blocks). Regularizer slots: ``drop`` (head; one
+    factory, or one per entry of ``fc``),
     ``channel_drop`` (after each conv block), ``linear`` (the head's hidden layers) and
     ``input_drop`` (on the input pixels).
     Input: (N, C, H, W); output: (N, num_classes) logits.
@@ -54,7 +56,7 @@ class CNN(nn.Module):
         num_classes: int,
         channels: Sequence[int] = (32, 64),
         fc: Sequence[int] = (256,),
-        drop: DropFactory | None = None,
+        drop: DropFactories | None = None,
         channel_drop: DropFactory | None = None,
         linear: LinearFactory | None = None,
         input_drop: DropFactory | None = None,
@@ -78,7 +80,7 @@ class CNN(nn.Module):
         )
         scale = 2 ** len(channels)
         flat = channels[-1] * (height // scale) * (width // scale)
-        self.head = classifier_head(flat, fc, num_classes, drop, linear, activation, norm)
+        self.head = classifier_head(flat, fc, num_classes, drop, linear, activation, norm, "model.fc")
         # Channels-last (NHWC) is the layout oneDNN's CPU convolutions run fastest in: a CIFAR
         # epoch takes ~25% less time than in NCHW (measured, results/benchmarks.md).
         self.to(memory_format=torch.channels_last)
