@@ -8,28 +8,31 @@ The Hydra task (:mod:`dropbench.app`), the benchmarks and the tests all build th
     data = load_data(cfg, knobs)
     training = build_training(cfg, knobs, data)
 
-yaml ``_target_`` is the registry; this is the only module (with the entry point) that reads a
-DictConfig. Everything it returns is plain typed objects.
+yaml ``_target_`` is the registry; this module (with :mod:`dropbench.placement`, which places
+the reg's layers, and the entry point) is the only one that reads a DictConfig. Everything it
+returns is plain typed objects.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from functools import partial
 from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dropbench.combinations import check_combination, model_offers
+from dropbench.combinations import check_combination
 from dropbench.data import SOURCE_SHAPES, DataSplits, OodImages, load_ood_images
-from dropbench.errors import ConfigError, DataError, DropbenchError
-from dropbench.models.common import SIZED_SLOTS
+from dropbench.errors import ConfigError, DataError
+from dropbench.placement import (
+    check_reg_layers,
+    check_replaced_settings,
+    instantiate_group,
+    instantiate_model,
+)
 from dropbench.preflight import config_dir
 from dropbench.regularizers import (
     apply_max_norm,
@@ -39,7 +42,7 @@ from dropbench.regularizers import (
     penalised_weights,
 )
 from dropbench.schedules import per_step
-from dropbench.schema import DEFINING, GROUPS, Knobs, check_knobs, dataset_names
+from dropbench.schema import DEFINING, GROUPS, Knobs, check_knobs, dataset_names, declared_defaults
 from dropbench.tasks import stochastic_layers, task_of
 from dropbench.train import Training
 
@@ -52,12 +55,15 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> Knobs:
     """The checked knobs of ``cfg``; with ``choices`` (the group choices, as Hydra's runtime
-    choices give them) it also refuses an invalid model x reg pair."""
+    choices give them) it also refuses an invalid model x reg pair, a setting the reg's layers
+    refuse or that per-layer values replace, and whatever the model refuses (:func:`check_model`)."""
     knobs = check_knobs(OmegaConf.to_container(cfg, resolve=True))
     if choices is not None:
         check_combination(choices["model"], choices["reg"])
         check_group_types(cfg, choices)
         check_reg_layers(cfg)
+        check_replaced_settings(cfg, declared_defaults(choices))
+        check_model(cfg, knobs)
     make_optimizer(cfg, [torch.zeros(1, requires_grad=True)], knobs.lr)  # its settings, before any data
     if knobs.ood is not None:
         check_ood(cfg.dataset.name, cfg.dataset.source, knobs.ood)
@@ -127,37 +133,6 @@ def check_group_types(cfg: DictConfig, choices: dict[str, str]) -> None:
             )
 
 
-#: A layer's error names its parameter first (``p=1.5 is out of range``), as the layers check them
-_NAMED_VALUE = re.compile(r"^(\w+)=")
-#: A layer parameter given by a setting of the config: ``p: ${reg.input_p}``
-_INTERPOLATION = re.compile(r"^\$\{([\w.]+)\}$")
-
-
-def check_reg_layers(cfg: DictConfig) -> None:
-    """Build each of the reg's layers this model uses once, tiny, so that a bad reg setting
-    (``reg.input_p=1.5``) fails before any data loads, under its full key: the layers are the
-    one place that knows their settings' valid values."""
-    for slot, node in model_slots(cfg).items():
-        factory = instantiate_group("reg", node)
-        try:
-            factory(*SIZED_SLOTS.get(slot, ()))
-        except (ValueError, TypeError) as error:
-            raise ConfigError(under_full_key(str(error), slot, node)) from None
-
-
-def under_full_key(message: str, slot: str, node: DictConfig) -> str:
-    """A layer's message about its parameter (``p=1.5 ...; p is ...``) about the setting the
-    user gave instead (``reg.input_p=1.5 ...; reg.input_p is ...``)."""
-    named = _NAMED_VALUE.match(message)
-    params = OmegaConf.to_container(node, resolve=False)
-    if named is None or named.group(1) not in params:
-        return f"reg: {message}"
-    name = named.group(1)
-    given = _INTERPOLATION.match(str(params[name]))
-    key = given.group(1) if given else f"reg.layers.{slot}.{name}"
-    return re.sub(rf"(?<![\w.]){name}(?!\w)", key, message)
-
-
 def make_optimizer(cfg: DictConfig, params: Any, lr: float) -> torch.optim.Optimizer:
     """The optimizer group's optimizer over ``params``; a bad setting (optimizer.momentum=abc)
     is a one-line ConfigError naming the group."""
@@ -166,17 +141,6 @@ def make_optimizer(cfg: DictConfig, params: Any, lr: float) -> torch.optim.Optim
         return factory(params, lr=lr)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"optimizer={cfg.optimizer._target_.rsplit('.', 1)[-1]}: {error}") from None
-
-
-def instantiate_group(group: str, node: Any, **kwargs: Any) -> Any:
-    """Instantiate one config group's ``_target_``; a bad value there becomes a one-line ConfigError."""
-    try:
-        return instantiate(node, **kwargs, _convert_="all")
-    except InstantiationException as error:
-        cause = error.__cause__ or error
-        if isinstance(cause, DropbenchError):
-            raise cause from None
-        raise ConfigError(f"{group}: {' '.join(str(cause).split())}") from None
 
 
 def load_data(cfg: DictConfig, knobs: Knobs) -> DataSplits:
@@ -213,25 +177,31 @@ def load_ood(cfg: DictConfig, name: str, data: DataSplits, device: torch.device)
     return images
 
 
-def model_slots(cfg: DictConfig) -> dict[str, Any]:
-    """The reg's layer configs for the places this model has (a reg may serve several models:
-    DropConnect builds an MLP's linear layers and an LSTM's recurrent ones)."""
-    from hydra.utils import get_class
-
-    places = model_offers(get_class(cfg.model._target_)).places
-    given = {slot: node for slot, node in cfg.reg.layers.items() if node is not None}
-    used = {slot: node for slot, node in given.items() if slot in places}
-    if given and not used:  # the model x reg table should have stopped this run: never train unregularized
-        raise ConfigError(f"the reg acts on {', '.join(given)}, and the model has none of these places")
-    return used
+def check_model(cfg: DictConfig, knobs: Knobs) -> None:
+    """Build the model once on the meta device (no memory, no random numbers drawn) at the image
+    shape its dataset's source declares, so that what the model refuses fails before any data
+    loads: a combination of settings (``model.norm=batch`` with DropConnect's layers, which
+    apply the activation themselves; ``reg.place=before`` on a model whose drop layers have one
+    place), a ``reg.layer_p`` of the wrong length, an evaluation its task has not. The model is
+    the one place that knows what it can build; nothing here repeats its rules."""
+    shape = SOURCE_SHAPES.get(cfg.dataset.source)
+    if shape is None:
+        return  # no declared shape: the model is checked when it is built
+    with torch.device("meta"):
+        model = instantiate_model(cfg, shape, num_classes=10)  # no check depends on the count
+    check_task(model, knobs)
 
 
 def build_model(cfg: DictConfig, knobs: Knobs, data: DataSplits) -> nn.Module:
     """The model with its regularizer in place, seeded by the run's seed, on the run's device."""
     torch.manual_seed(knobs.seed)  # weight init and regularizer masks
-    layers = {slot: instantiate_group("reg", node) for slot, node in model_slots(cfg).items()}
-    model = instantiate_group("model", cfg.model, in_shape=data.shape, num_classes=data.num_classes, **layers)
-    model = model.to(knobs.device)
+    model = instantiate_model(cfg, data.shape, data.num_classes).to(knobs.device)
+    check_task(model, knobs)
+    return model
+
+
+def check_task(model: nn.Module, knobs: Knobs) -> None:
+    """The evaluations asked for (MC dropout, OOD detection) are ones this model can give."""
     if knobs.mc_samples and not task_of(model).supports_mc:
         raise ConfigError(
             f"eval.mc_samples={knobs.mc_samples}: MC averaging is for classifiers, and this model's task "
@@ -247,7 +217,6 @@ def build_model(cfg: DictConfig, knobs: Knobs, data: DataSplits) -> nn.Module:
             f"eval.mc_samples={knobs.mc_samples} needs a regularizer that draws masks, and this run's "
             "reg draws none; use e.g. reg=dropout, or eval.mc_samples=null"
         )
-    return model
 
 
 def constrain_max_norm(model: nn.Module, optimizer: torch.optim.Optimizer, c: float) -> None:

@@ -130,6 +130,7 @@ OTHERS = (
     Setting("dataset.system_dirs", Role.RUNTIME),
     Setting("dataset.install_hint", Role.RUNTIME),
     Setting("reg.layers", Role.WIRING),
+    Setting("reg.per_layer", Role.WIRING),  # which layer setting reg.layer_p gives per layer
     Setting("reg.folder", Role.WIRING),
     Setting("reg.uses_p", Role.WIRING),
     Setting("reg.requires", Role.WIRING),
@@ -309,6 +310,5 @@ def setup_settings(resolved: dict[str, Any]) -> dict[str, Any]:
 
 
 def reg_settings(resolved: dict[str, Any]) -> dict[str, Any]:
-    """The regularizer's own scalar settings (``mask``, ``input_p``...), keyed without ``reg.``."""
-    found = group_settings(resolved, "reg")
-    return {key.removeprefix("reg."): value for key, value in found.items() if not isinstance(value, list)}
+    """The regularizer's own settings (``mask``, ``input_p``, ``layer_p``...), keyed without ``reg.``."""
+    return {key.removeprefix("reg."): value for key, value in group_settings(resolved, "reg").items()}

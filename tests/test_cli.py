@@ -217,6 +217,13 @@ BAD_INPUTS = {
     "reg.place=middle": "reg.place='middle' is invalid; valid: after, before",
     "reg=dropconnect reg.inference=gaussian model.activation=tanh": "reg.inference='gaussian' has a closed "
     "form for a ReLU (or no activation), not tanh; use reg.inference='gaussian_sampled'",
+    "reg.layer_p=[0.3,0.5]": "reg.layer_p=[0.3, 0.5] has 2 rates and model=mlp has 1 hidden layer "
+    "(model.hidden=[32]); give 1 rate, or use reg.layer_p=null",
+    "reg.layer_p=[1.5]": "reg.layer_p[0]=1.5 is out of range; reg.layer_p[0] is the drop probability",
+    "reg.layer_p=0.3": "reg.layer_p=0.3 is invalid; reg.layer_p must be a list",
+    "reg.layer_p=[0.3] p=0.3": "p=0.3 sets nothing when reg.layer_p=[0.3] gives each hidden layer its rate",
+    "reg=dropconnect reg.layer_p=[0.3]": "no setting is named reg.layer_p",
+    "reg=dropconnect model.norm=batch": "model.norm=batch puts a norm between a layer and its activation",
 }
 
 
@@ -250,6 +257,54 @@ def test_a_bad_group_setting_is_named_by_its_full_key_before_any_data_loads(drop
     assert done.returncode == 2
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"dropbench: error: {named} is ")
+
+
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        (["reg=dropconnect", "model.norm=batch"], "model.norm=batch puts a norm between a layer and its"),
+        (
+            ["model=cnn", "model.channels=[4]", "model.fc=[8]", "reg=dropconnect", "model.norm=batch"],
+            "model.norm=batch puts a norm between a layer and its",
+        ),
+        (["model=lstm", "model.hidden=8", "reg.place=before"], "reg.place=before: the LSTM"),
+        (["model=autoencoder", "model.hidden=8", "reg.place=before"], "reg.place=before: the autoencoder"),
+        (
+            ["reg.layer_p=[0.3]"],
+            "reg.layer_p=[0.3] has 1 rate and model=mlp has 2 hidden layers (model.hidden=[800, 800]); "
+            "give 2 rates, or use reg.layer_p=null",
+        ),
+    ],
+)
+def test_what_the_model_refuses_fails_before_data_loads_and_leaves_no_run(dropbench, tmp_path, bad, named):
+    # no data there, no download and an empty cache: had the data loaded first, the error would be about it
+    done = dropbench("run", *TINY, f"dataset.root={tmp_path / 'empty'}", "dataset.download=false", *bad)
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"dropbench: error: {named}") and "use " in line
+    assert not list((tmp_path / "results").rglob("*"))
+
+
+def test_per_layer_rates_run_end_to_end_each_list_in_a_folder_and_a_label_of_its_own(dropbench, tmp_path):
+    from dropbench.report.labels import add_labels
+    from dropbench.report.runs import runs_frame, scan
+
+    recipe = [*TINY, "epochs=1", "model.hidden=[16,8]", "reg.input_p=0.2"]
+    done = dropbench("run", *recipe, "reg.layer_p=[0.3,0.5]")
+    assert done.returncode == 0, done.stderr
+    [run_dir] = run_dirs(tmp_path / "results")
+    assert run_dir.parent.name.endswith(",reg.input_p=0.2,reg.layer_p=[0.3,0.5]")
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["resolved_config"]["reg"]["layer_p"] == [0.3, 0.5] and record["config"]["p"] == 0.5
+    again = dropbench("run", *recipe, "reg.layer_p=[0.3,0.5]")
+    assert again.returncode == 0 and f"skip {run_dir}" in again.stdout
+    other = dropbench("run", *recipe, "reg.layer_p=[0.5,0.3]")
+    assert other.returncode == 0, other.stderr
+    assert len(run_dirs(tmp_path / "results")) == 2
+    runs, problems = scan([tmp_path / "results"])
+    assert not problems
+    labels = add_labels(runs_frame(runs))["label"]
+    assert sorted(labels) == ["dropout (layer_p=[0.3, 0.5])", "dropout (layer_p=[0.5, 0.3])"]
 
 
 def test_hydras_own_settings_may_still_be_added_and_set_or_added(dropbench):

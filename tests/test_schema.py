@@ -59,7 +59,9 @@ def test_the_resume_identity_ignores_runtime_control_and_wiring_but_not_results(
     identity = schema.result_defining(base, uses_p=True)
     for key in schema.keys(Role.RUNTIME, Role.CONTROL, Role.WIRING):
         assert not any(k == key or k.startswith(f"{key}.") for k in identity), key
-    for key in ("p", "seed", "lr", "epochs", "model.hidden", "dataset.train_size", "reg.input_p"):
+    defining = ("p", "seed", "lr", "epochs", "model.hidden", "dataset.train_size")
+    defining += ("reg.input_p", "reg.layer_p")
+    for key in defining:
         assert key in identity, key
     assert "p" not in schema.result_defining(base, uses_p=False)
 

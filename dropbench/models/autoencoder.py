@@ -8,7 +8,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dropbench.models.common import DropFactory, LinearFactory, make_drop, make_drop_after
+from dropbench.models.common import (
+    DropFactories,
+    DropFactory,
+    LinearFactory,
+    make_drop,
+    make_drop_after,
+    per_layer,
+)
 from dropbench.tasks import Reconstruction
 
 
@@ -18,8 +25,9 @@ class Autoencoder(nn.Module):
     One hidden layer of ``hidden`` units between the C*H*W input values and as many outputs;
     the reconstruction is the sigmoid of the output (:class:`~dropbench.tasks.Reconstruction`,
     whose loss ``loss`` compares it with the input image in [0, 1]). Regularizer slots: ``drop``
-    (after the hidden activation), ``input_drop`` (on the input pixels: a denoising
-    autoencoder) and ``linear`` (builds the encoder and the decoder: DropConnect on both).
+    (after the hidden activation; a sequence of factories must hold one), ``input_drop`` (on
+    the input pixels: a denoising autoencoder) and ``linear`` (builds the encoder and the
+    decoder: DropConnect on both).
     Input: (N, C, H, W); output: (N, C, H, W) logits. ``num_classes`` is accepted like every
     model's and unused: the targets are the inputs.
     """
@@ -30,7 +38,7 @@ class Autoencoder(nn.Module):
         num_classes: int,
         hidden: int = 256,
         loss: str = "bce",
-        drop: DropFactory | None = None,
+        drop: DropFactories | None = None,
         input_drop: DropFactory | None = None,
         linear: LinearFactory | None = None,
     ) -> None:
@@ -42,7 +50,8 @@ class Autoencoder(nn.Module):
         width = math.prod(in_shape)
         self.input_drop = make_drop(input_drop)
         self.encoder = make_linear(width, hidden)
-        self.drop = make_drop_after(drop, "the autoencoder (after its code's ReLU)")
+        [code_drop] = per_layer(drop, 1, "its code")
+        self.drop = make_drop_after(code_drop, "the autoencoder (after its code's ReLU)")
         self.decoder = make_linear(hidden, width)
         if getattr(self.decoder, "activation", None) is not None:
             # the factory's activation (DropConnect's ReLU) is for hidden units; the decoder's

@@ -12,6 +12,7 @@ from dropbench.models.common import (
     ACTIVATIONS,
     NORMS,
     ConvFactory,
+    DropFactories,
     DropFactory,
     LinearFactory,
     check_choice,
@@ -48,9 +49,10 @@ class CNN(nn.Module):
     BatchNorm1d after each hidden Linear, before the activation) apply to the conv blocks and the head.
 
     Every size follows from ``in_shape`` (C, H, W): the flattened width is
-    channels[-1] * (H // 2**blocks) * (W // 2**blocks). Regularizer slots: ``drop`` (head),
-    ``channel_drop`` (after each conv block), ``linear`` (the head's hidden layers), ``conv``
-    (each block's conv layer) and ``input_drop`` (on the input pixels).
+    channels[-1] * (H // 2**blocks) * (W // 2**blocks). Regularizer slots: ``drop`` (head; one
+    factory, or one per entry of ``fc``), ``channel_drop`` (after each conv block), ``linear``
+    (the head's hidden layers), ``conv`` (each block's conv layer) and ``input_drop`` (on the
+    input pixels).
     Input: (N, C, H, W); output: (N, num_classes) logits.
     """
 
@@ -62,7 +64,7 @@ class CNN(nn.Module):
         num_classes: int,
         channels: Sequence[int] = (32, 64),
         fc: Sequence[int] = (256,),
-        drop: DropFactory | None = None,
+        drop: DropFactories | None = None,
         channel_drop: DropFactory | None = None,
         linear: LinearFactory | None = None,
         input_drop: DropFactory | None = None,
@@ -87,7 +89,7 @@ class CNN(nn.Module):
         )
         scale = 2 ** len(channels)
         flat = channels[-1] * (height // scale) * (width // scale)
-        self.head = classifier_head(flat, fc, num_classes, drop, linear, activation, norm)
+        self.head = classifier_head(flat, fc, num_classes, drop, linear, activation, norm, "model.fc")
         # Channels-last (NHWC) is the layout oneDNN's CPU convolutions run fastest in: a CIFAR
         # epoch takes ~25% less time than in NCHW (measured, results/benchmarks.md).
         self.to(memory_format=torch.channels_last)

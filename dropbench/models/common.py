@@ -15,9 +15,11 @@ A regularizer reaches a model as factories, one per place it acts (``configs/reg
   ``(in, hidden) -> module``.
 
 An empty slot means the plain layer (``nn.Identity``, ``nn.Linear``, ``nn.Conv2d``,
-``nn.LSTM``). A ``drop`` layer may say where it goes (``place``: ``after`` the activation, the
-default, or ``before`` it), and a ``linear`` layer that applies the activation itself
-(DropConnect's ``activation``, which its Gaussian inference averages) is not followed by
+``nn.LSTM``). The ``drop`` slot also takes a sequence of factories, one per hidden layer in
+order (``reg.layer_p``: a rate for each; :func:`per_layer`). A ``drop`` layer may say where it
+goes (``place``: ``after`` the activation, the default, or ``before`` it), and a ``linear``
+layer that applies the activation itself (DropConnect's ``activation``, which its Gaussian
+inference averages) is not followed by
 another one.
 
 The MLP's and the CNN's hidden layers share their make-up (``model.activation``, ``model.norm``):
@@ -55,6 +57,8 @@ TRAITS = {
 
 #: Makes one regularizer layer (e.g. ``functools.partial(Dropout, p=0.5)``).
 DropFactory = Callable[[], nn.Module]
+#: What the ``drop`` slot takes: one factory for every hidden layer, or one per hidden layer.
+DropFactories = DropFactory | Sequence[DropFactory]
 #: Makes a fully connected layer from (in_features, out_features).
 LinearFactory = Callable[[int, int], nn.Module]
 #: Makes a conv layer from (in_channels, out_channels, kernel_size) and ``padding=``, as ``nn.Conv2d``.
@@ -71,6 +75,31 @@ ACTIVATION_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 NORMS = ("none", "batch")
 #: ``place`` of a ``drop`` layer: after the activation (the Dropout paper's) or before it
 PLACES = ("after", "before")
+
+
+class LayerCountError(ValueError):
+    """Per-layer drop factories whose number is not the model's number of hidden layers.
+
+    ``layers`` says what sets that number (``model.hidden=[800, 800]``), so that the config's
+    check (:mod:`dropbench.build`) can name both settings before any data loads."""
+
+    def __init__(self, given: int, needed: int, layers: str) -> None:
+        self.given, self.needed, self.layers = given, needed, layers
+        super().__init__(
+            f"{given} drop factories for {needed} hidden layers ({layers}); give one factory or {needed}"
+        )
+
+
+def per_layer(drop: DropFactories | None, count: int, layers: str) -> list[DropFactory | None]:
+    """``drop`` for each of ``count`` hidden layers: one factory (or None) for all of them, or a
+    sequence of exactly ``count`` factories, the i-th for the i-th hidden layer. ``layers`` names
+    what sets ``count`` (:class:`LayerCountError`)."""
+    if drop is None or callable(drop):
+        return [drop] * count
+    drops = list(drop)
+    if len(drops) != count:
+        raise LayerCountError(len(drops), count, layers)
+    return drops
 
 
 def make_drop_after(drop: DropFactory | None, model: str) -> nn.Module:
@@ -131,22 +160,26 @@ def classifier_head(
     width: int,
     hidden: Sequence[int],
     num_classes: int,
-    drop: DropFactory | None = None,
+    drop: DropFactories | None = None,
     linear: LinearFactory | None = None,
     activation: str = "relu",
     norm: str = "none",
+    hidden_key: str = "model.hidden",
 ) -> nn.Sequential:
     """Flatten -> [Linear -> [BatchNorm] -> activation -> drop] per entry of ``hidden`` -> Linear
     to ``num_classes`` (:func:`hidden_unit`).
 
     The regularizer follows each hidden activation, where the Dropout paper puts it (unless its
-    ``place`` says before); ``linear`` (DropConnect) builds the hidden layers, while the output
-    layer stays a plain ``nn.Linear``.
+    ``place`` says before); ``drop`` is one factory for every hidden layer or one per layer
+    (:func:`per_layer`; ``hidden_key`` is the setting ``hidden`` comes from, for its message).
+    ``linear`` (DropConnect) builds the hidden layers, while the output layer stays a plain
+    ``nn.Linear``.
     """
     make_linear = linear or nn.Linear
+    drops = per_layer(drop, len(hidden), f"{hidden_key}={list(hidden)}")
     layers: list[nn.Module] = [nn.Flatten()]
-    for units in hidden:
-        layers += hidden_unit(make_linear(width, units), units, drop, activation, norm)
+    for units, unit_drop in zip(hidden, drops, strict=True):
+        layers += hidden_unit(make_linear(width, units), units, unit_drop, activation, norm)
         width = units
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)

@@ -9,7 +9,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from dropbench.models.common import DropFactory, make_drop, make_drop_after
+from dropbench.models.common import DropFactories, DropFactory, make_drop, make_drop_after, per_layer
 
 #: Makes one recurrent layer from (input_size, hidden_size).
 RNNFactory = Callable[[int, int], nn.Module]
@@ -30,7 +30,8 @@ class LSTM(nn.Module):
 
     Layers are separate modules (``nn.LSTM`` by default, each still the fused kernel) so that
     ``drop`` can sit between them on the whole output sequence and after the last layer on the
-    final hidden state. Regularizer slots: ``drop``, ``input_drop`` (on the (N, T, F) input
+    final hidden state. Regularizer slots: ``drop`` (one factory, or one per layer: the i-th
+    after the i-th layer), ``input_drop`` (on the (N, T, F) input
     sequence), ``channel_drop`` (whole input features, over all time steps) and ``rnn``
     (builds each layer, ``(input_size, hidden_size) -> module`` returning
     ``(output, (h_n, c_n))`` like a batch-first ``nn.LSTM``).
@@ -45,7 +46,7 @@ class LSTM(nn.Module):
         num_classes: int,
         hidden: int = 128,
         layers: int = 1,
-        drop: DropFactory | None = None,
+        drop: DropFactories | None = None,
         input_drop: DropFactory | None = None,
         channel_drop: DropFactory | None = None,
         rnn: RNNFactory | None = None,
@@ -60,7 +61,8 @@ class LSTM(nn.Module):
         self.channel_drop = make_drop(channel_drop)
         self.rnns = nn.ModuleList(make_rnn(a, b) for a, b in pairwise(sizes))
         self.drops = nn.ModuleList(
-            make_drop_after(drop, "the LSTM (no activation between layers)") for _ in range(layers)
+            make_drop_after(layer_drop, "the LSTM (no activation between layers)")
+            for layer_drop in per_layer(drop, layers, f"model.layers={layers}")
         )
         self.classifier = nn.Linear(hidden, num_classes)
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dropbench.models.common import DropFactory, LinearFactory, classifier_head, make_drop
+from dropbench.models.common import DropFactories, DropFactory, LinearFactory, classifier_head, make_drop
 
 
 class MLP(nn.Module):
@@ -18,7 +18,8 @@ class MLP(nn.Module):
     hidden Linear and its activation); see :func:`dropbench.models.common.hidden_unit`.
 
     ``in_shape`` is the image shape (C, H, W); the input layer has C*H*W units. Regularizer
-    slots: ``drop``, ``input_drop`` and ``linear`` (see :mod:`dropbench.models.common`).
+    slots: ``drop`` (one factory, or one per hidden layer), ``input_drop`` and ``linear`` (see
+    :mod:`dropbench.models.common`).
     Input: (N, C, H, W) floats; output: (N, num_classes) logits.
     """
 
@@ -27,7 +28,7 @@ class MLP(nn.Module):
         in_shape: Sequence[int],
         num_classes: int,
         hidden: Sequence[int] = (800, 800),
-        drop: DropFactory | None = None,
+        drop: DropFactories | None = None,
         input_drop: DropFactory | None = None,
         linear: LinearFactory | None = None,
         activation: str = "relu",

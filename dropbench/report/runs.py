@@ -175,6 +175,11 @@ def gap_points(train_acc: Any, test_acc: Any) -> Any:
     return 100 * (train_acc - test_acc)
 
 
+def as_text(value: Any) -> Any:
+    """A list setting as its JSON text (``[0.3, 0.5]``), so that it compares, groups and labels."""
+    return json.dumps(value) if isinstance(value, list) else value
+
+
 def run_row(run: Run) -> dict[str, Any]:
     """One run as a flat row: identity, setup, reg settings (``reg.<name>``), metrics."""
     record = run.record
@@ -186,10 +191,9 @@ def run_row(run: Run) -> dict[str, Any]:
     row.update({key: config[key] for key in REQUIRED_CONFIG})
     row.update({key: config.get(key) for key in SETUP_KEYS})
     resolved = with_defaults(record.get("resolved_config") or {}, defaults)
-    # lists (model.hidden) as text, so that they compare and group
-    setup = {k: json.dumps(v) if isinstance(v, list) else v for k, v in setup_settings(resolved).items()}
-    row.update(setup)
-    row.update({f"reg.{key}": value for key, value in reg_settings(resolved).items()})
+    # lists (model.hidden, reg.layer_p) as text, so that they compare and group
+    row.update({k: as_text(v) for k, v in setup_settings(resolved).items()})
+    row.update({f"reg.{key}": as_text(value) for key, value in reg_settings(resolved).items()})
     row.update({key: number(value) for key, value in final.items()})
     row["best_epoch"] = best.get("epoch")
     row["val/acc_best"] = number(best.get("val/acc"))
