@@ -29,7 +29,7 @@ from torch import nn
 from dropbench.combinations import check_combination, model_offers
 from dropbench.data import SOURCE_SHAPES, DataSplits, OodImages, load_ood_images
 from dropbench.errors import ConfigError, DataError, DropbenchError
-from dropbench.models.common import SIZED_SLOTS
+from dropbench.models.common import PAIRED_SLOTS
 from dropbench.preflight import config_dir
 from dropbench.regularizers import (
     apply_max_norm,
@@ -140,7 +140,7 @@ def check_reg_layers(cfg: DictConfig) -> None:
     for slot, node in model_slots(cfg).items():
         factory = instantiate_group("reg", node)
         try:
-            factory(*(2, 2) if slot in SIZED_SLOTS else ())
+            factory(*(2, 2) if slot in PAIRED_SLOTS else ())  # residual_drop: the last block, rate p
         except (ValueError, TypeError) as error:
             raise ConfigError(under_full_key(str(error), slot, node)) from None
 

@@ -6,11 +6,15 @@ A regularizer reaches a model as factories, one per place it acts (``configs/reg
 - ``drop``: after every hidden activation (dropout);
 - ``input_drop``: on the input units (the Dropout paper's input dropout);
 - ``channel_drop``: on channels, given as (N, C, *positions): after every conv block (CNN),
-  and on the input sequence's feature channels over all time steps (LSTM); spatial dropout
-  drops whole channels there, reg=conv_dropout single elements (its control, CNN only);
+  inside every residual branch between its two convs (ResNet), and on the input sequence's
+  feature channels over all time steps (LSTM); spatial dropout drops whole channels there,
+  reg=conv_dropout single elements (its control; not the LSTM's);
 - ``linear``: builds the hidden fully connected layers (DropConnect), ``(in, out) -> module``;
 - ``rnn``: builds each LSTM layer (variational, naive per-step dropout, weight drop),
-  ``(in, hidden) -> module``.
+  ``(in, hidden) -> module``;
+- ``residual_drop``: on each residual block's branch before the addition (stochastic depth),
+  ``(block, blocks) -> module`` for block ``block`` (1-based, from the input) of ``blocks``:
+  the reg decides each block's rate from its position.
 
 An empty slot means the plain layer (``nn.Identity``, ``nn.Linear``, ``nn.LSTM``). A ``drop``
 layer may say where it goes (``place``: ``after`` the activation, the default, or ``before``
@@ -38,9 +42,11 @@ SLOTS = {
     "channel_drop": "feature channels",
     "linear": "hidden fully connected layers",
     "rnn": "recurrent layers (a time axis)",
+    "residual_drop": "residual branches",
 }
-#: The places whose factory takes two sizes, (in, out) or (in, hidden); the others' take none.
-SIZED_SLOTS = ("linear", "rnn")
+#: The places whose factory takes two numbers: sizes (in, out) or (in, hidden) for ``linear``
+#: and ``rnn``, a block's position (block, blocks) for ``residual_drop``; the others' take none.
+PAIRED_SLOTS = ("linear", "rnn", "residual_drop")
 #: What a model may declare about itself (``TRAITS`` on the class) beyond its places.
 TRAITS = {
     "feature_maps": "conv feature maps",
