@@ -1,4 +1,4 @@
-"""dropbench: compare dropout-family regularizers on MLP, CNN and LSTM models."""
+"""dropbench: compare dropout-family regularizers on MLP, CNN, ResNet and LSTM models."""
 
 from importlib.metadata import PackageNotFoundError, version
 

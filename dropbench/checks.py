@@ -57,6 +57,19 @@ def probability(key: str, value: Any) -> float:
         raise ConfigError(str(error)) from None
 
 
+def rule(validate: Callable[[Any, str], Any]) -> Check:
+    """A check from a validator of the code that uses the setting (``validate(value, key)``,
+    raising ValueError): the rule stays in one place and still runs before any data loads."""
+
+    def check(key: str, value: Any) -> Any:
+        try:
+            return validate(value, key)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+    return check
+
+
 def optional(check: Check) -> Check:
     """``check``, or None (null in yaml) for 'off'."""
 

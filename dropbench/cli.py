@@ -13,7 +13,7 @@ from dropbench.preflight import check_overrides, config_dir
 USAGE = """\
 usage: dropbench <command> [arguments]
 
-Train MLP, CNN and LSTM models under dropout-family regularizers and compare them.
+Train MLP, CNN, ResNet and LSTM models under dropout-family regularizers and compare them.
 
 commands:
   run       train one run, or a sweep with -m; arguments are Hydra overrides

@@ -70,13 +70,16 @@ def refusal(model: str, reg: str) -> str | None:
     if fits(needs, offers):
         return None
     if needs.places and not needs.places & offers.places:
+        # "offers", not "has": a ResNet has conv layers, but none that a reg may rebuild
         missing = f"it acts on {' or '.join(SLOTS[s] for s in sorted(needs.places))}"
+        lacks = f"{offers.title} offers no such place"
     else:
         missing = f"it needs {' and '.join(TRAITS[t] for t in sorted(needs.requires - offers.traits))}"
+        lacks = f"{offers.title} has none"
     others = [name for name, n in regs.items() if n.places and fits(n, offers)]
     named = [f"reg={name}" for name in others]
     use = named[0] if len(named) == 1 else f"{', '.join(named[:-1])} or {named[-1]}"
-    return f"{missing}, and {offers.title} has none; use {use}"
+    return f"{missing}, and {lacks}; use {use}"
 
 
 def invalid_pairs() -> dict[tuple[str, str], str]:

@@ -33,6 +33,7 @@ import torch
 
 from dropbench import checks
 from dropbench.models.common import ACTIVATIONS, NORMS
+from dropbench.models.resnet import blocks_per_stage, check_widths
 
 
 class Role(str, Enum):
@@ -139,13 +140,16 @@ OTHERS = (
 SETTINGS = (*GROUPS, *KNOBS, *OTHERS)
 #: Checks of group settings whose yaml default (null) gives no kind to keep (the others keep
 #: their default's kind: :func:`dropbench.build.check_group_types`), and of the model settings
-#: that name a choice (absent from models without them: the LSTM has no ``model.activation``).
+#: that name a choice (absent from models without them: the LSTM has no ``model.activation``),
+#: or whose valid values a model's own rule gives (the ResNet's depth 6n+2).
 #: Ranges that depend on the data (train_size at most the examples left after val_size) are
 #: checked when it loads.
 GROUP_SETTING_CHECKS = {
     "dataset.train_size": checks.optional(checks.whole(1)),
     "model.activation": checks.optional(checks.one_of(lambda: tuple(ACTIVATIONS))),
     "model.norm": checks.optional(checks.one_of(lambda: NORMS)),
+    "model.depth": checks.optional(checks.rule(blocks_per_stage)),
+    "model.widths": checks.optional(checks.rule(check_widths)),
 }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +61,8 @@ def table(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str], thresholds: 
         "|---|---|---|---|---|",
     ]
     for threshold in thresholds:
-        ea = a["history"].map(lambda h: first_epoch_reaching(h, threshold))
-        eb = b["history"].map(lambda h: first_epoch_reaching(h, threshold))
+        ea = a["history"].map(partial(first_epoch_reaching, threshold=threshold))
+        eb = b["history"].map(partial(first_epoch_reaching, threshold=threshold))
         n, diff, low, high = paired_interval(ea, eb)
         ratio = eb.mean() / ea.mean() if ea.notna().any() and eb.notna().any() else math.nan
         lines.append(
@@ -79,8 +80,8 @@ def epoch_time_ratio(a: pd.DataFrame, b: pd.DataFrame) -> str:
     logs = np.log((tb / ta).dropna())
     low, high = stats.t.interval(1 - ALPHA, len(logs) - 1, loc=logs.mean(), scale=stats.sem(logs))
     return (
-        f"median epoch wall time: A {ta.mean():.2f} s, B {tb.mean():.2f} s; B / A {math.exp(logs.mean()):.2f} "
-        f"[{math.exp(low):.2f}, {math.exp(high):.2f}] (geometric mean of {len(logs)} per-seed ratios)"
+        f"median epoch wall time: A {ta.mean():.2f} s, B {tb.mean():.2f} s; "
+        f"B / A {math.exp(logs.mean()):.2f} [{math.exp(low):.2f}, {math.exp(high):.2f}] (geometric mean of {len(logs)} per-seed ratios)"
     )
 
 

@@ -49,7 +49,12 @@ FINDINGS = {
     "bn_dropout": ["bn_dropout"],
     "data_size": [f"data_size/n{n}" for n in (100, 500, 2000, 10000, 20000)],
     "placement": fair("placement"),
-    "table9_penalties": ["table9_penalties/none", "table9_penalties/l1", "table9_penalties/dropout", "table9_penalties/dropout_maxnorm"],
+    "table9_penalties": [
+        "table9_penalties/none",
+        "table9_penalties/l1",
+        "table9_penalties/dropout",
+        "table9_penalties/dropout_maxnorm",
+    ],
 }
 GPU = {"mlp_dropconnect"}
 #: the settings a finding's report chooses on validation together with p (report --tune)

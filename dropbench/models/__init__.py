@@ -6,5 +6,6 @@ from dropbench.models.autoencoder import Autoencoder
 from dropbench.models.cnn import CNN
 from dropbench.models.lstm import LSTM
 from dropbench.models.mlp import MLP
+from dropbench.models.resnet import ResNet
 
-__all__ = ["CNN", "LSTM", "MLP", "Autoencoder"]
+__all__ = ["CNN", "LSTM", "MLP", "Autoencoder", "ResNet"]

@@ -6,13 +6,17 @@ A regularizer reaches a model as factories, one per place it acts (``configs/reg
 - ``drop``: after every hidden activation (dropout);
 - ``input_drop``: on the input units (the Dropout paper's input dropout);
 - ``channel_drop``: on channels, given as (N, C, *positions): after every conv block (CNN),
-  and on the input sequence's feature channels over all time steps (LSTM); spatial dropout
-  drops whole channels there, reg=conv_dropout single elements (its control, CNN only);
+  inside every residual branch between its two convs (ResNet), and on the input sequence's
+  feature channels over all time steps (LSTM); spatial dropout drops whole channels there,
+  reg=conv_dropout single elements (its control; not the LSTM's);
 - ``linear``: builds the hidden fully connected layers (DropConnect), ``(in, out) -> module``;
 - ``conv``: builds the conv layers (DropConnect on conv kernels),
   ``(in_channels, out_channels, kernel_size, padding=) -> module``, as ``nn.Conv2d`` is called;
 - ``rnn``: builds each LSTM layer (variational, naive per-step dropout, weight drop),
-  ``(in, hidden) -> module``.
+  ``(in, hidden) -> module``;
+- ``residual_drop``: on each residual block's branch before the addition (stochastic depth),
+  ``(block, blocks) -> module`` for block ``block`` (1-based, from the input) of ``blocks``:
+  the reg decides each block's rate from its position.
 
 An empty slot means the plain layer (``nn.Identity``, ``nn.Linear``, ``nn.Conv2d``,
 ``nn.LSTM``). The ``drop`` slot also takes a sequence of factories, one per hidden layer in
@@ -44,11 +48,18 @@ SLOTS = {
     "linear": "hidden fully connected layers",
     "conv": "conv layers",
     "rnn": "recurrent layers (a time axis)",
+    "residual_drop": "residual branches",
 }
-#: The places whose factory takes sizes first ((in, out), (in, hidden), (in, out, kernel_size)),
-#: with tiny example sizes (``build.check_reg_layers`` builds one layer to check a reg's
-#: settings); the others' factories take none.
-SIZED_SLOTS: dict[str, tuple[int, ...]] = {"linear": (2, 2), "rnn": (2, 2), "conv": (2, 2, 3)}
+#: The places whose factory takes numbers first, with tiny example values (``placement.check_reg_layers``
+#: builds one layer to check a reg's settings): sizes (in, out), (in, hidden) or (in, out,
+#: kernel_size) for ``linear``, ``rnn`` and ``conv``, a block's position (block, blocks) for
+#: ``residual_drop`` (2 of 2: the last block, whose rate is p); the others' factories take none.
+SIZED_SLOTS: dict[str, tuple[int, ...]] = {
+    "linear": (2, 2),
+    "rnn": (2, 2),
+    "conv": (2, 2, 3),
+    "residual_drop": (2, 2),
+}
 #: What a model may declare about itself (``TRAITS`` on the class) beyond its places.
 TRAITS = {
     "feature_maps": "conv feature maps",

@@ -3,8 +3,8 @@
 Models receive a regularizer as factories, one per place it acts (``layers:`` in the reg's
 yaml; the places are listed in :mod:`dropbench.models.common`). L2 is not a layer: it is the
 optimizer's weight decay on weights only (:mod:`.l2`); L1 is a loss term on the same weights
-(:mod:`.l1`); max-norm is a projection after each
-optimizer step (:mod:`.maxnorm`). Which regularizer fits which model: :mod:`dropbench.combinations`.
+(:mod:`.l1`); max-norm is a projection after each optimizer step (:mod:`.maxnorm`). Which
+regularizer fits which model: :mod:`dropbench.combinations`.
 """
 
 from dropbench.regularizers.dropconnect import (
@@ -14,6 +14,7 @@ from dropbench.regularizers.dropconnect import (
     dropconnect_linear,
 )
 from dropbench.regularizers.dropout import Dropout, check_drop_probability, dropout, original_dropout
+from dropbench.regularizers.droppath import DropPath, drop_path, linear_decay, stochastic_depth
 from dropbench.regularizers.l1 import l1_penalty, penalised_weights
 from dropbench.regularizers.l2 import l2_parameter_groups, l2_penalty
 from dropbench.regularizers.maxnorm import apply_max_norm, hidden_weights
@@ -40,5 +41,9 @@ __all__ = [
     "DropConnectConv2d",
     "DropConnectLinear",
     "dropconnect_conv2d",
+    "DropPath",
+    "drop_path",
+    "linear_decay",
+    "stochastic_depth",
     "dropconnect_linear",
 ]
