@@ -81,7 +81,8 @@ def epoch_time_ratio(a: pd.DataFrame, b: pd.DataFrame) -> str:
     low, high = stats.t.interval(1 - ALPHA, len(logs) - 1, loc=logs.mean(), scale=stats.sem(logs))
     return (
         f"median epoch wall time: A {ta.mean():.2f} s, B {tb.mean():.2f} s; "
-        f"B / A {math.exp(logs.mean()):.2f} [{math.exp(low):.2f}, {math.exp(high):.2f}] (geometric mean of {len(logs)} per-seed ratios)"
+        f"B / A {math.exp(logs.mean()):.2f} [{math.exp(low):.2f}, {math.exp(high):.2f}] "
+        f"(geometric mean of {len(logs)} per-seed ratios)"
     )
 
 
