@@ -49,12 +49,9 @@ FINDINGS = {
     "bn_dropout": ["bn_dropout"],
     "data_size": [f"data_size/n{n}" for n in (100, 500, 2000, 10000, 20000)],
     "placement": fair("placement"),
-    "table9_penalties": [
-        "table9_penalties/none",
-        "table9_penalties/l1",
-        "table9_penalties/dropout",
-        "table9_penalties/dropout_maxnorm",
-    ],
+    "table9_penalties": [f"table9_penalties/{e}" for e in ("none", "l1", "dropout", "dropout_maxnorm")],
+    "per_layer": [f"per_layer/{e}" for e in ("none", "uniform", "recommended", "graded")],
+    "stochastic_depth": fair("stochastic_depth"),
 }
 GPU = {"mlp_dropconnect"}
 #: the settings a finding's report chooses on validation together with p (report --tune)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from dropbench.combinations import check_combination
@@ -37,11 +38,14 @@ def compose_with(*overrides: str):
 def grid(experiment: str) -> list[list[str]]:
     """Every point of the experiment's sweep (one seed: seeds change nothing that composes)."""
     params = compose_with(f"experiment={experiment}").hydra.sweeper.params
-    axes = [
-        [f"{key}={value}" for value in str(values).split(",")]
-        for key, values in params.items()
-        if key != "seed"
-    ]
+    parser = OverridesParser.create()  # Hydra's own reading: "[0.3,0.5]" is one list, "0.3,0.5" two values
+    axes = []
+    for key, values in params.items():
+        if key == "seed":
+            continue
+        override = parser.parse_override(f"{key}={values}")
+        found = override.sweep_string_iterator() if override.is_sweep_override() else [values]
+        axes.append([f"{key}={value}" for value in found])
     return [list(point) for point in itertools.product(*axes)]
 
 
