@@ -101,6 +101,11 @@ def test_by_splits_each_group_into_one_per_value_each_with_its_own_best_p_and_co
         assert paired["verdict"].iloc[0] == verdict
     assert "## mnist / mlp / train_size=100 (9 finished runs)" in (out.folder / "report.md").read_text()
     assert len(pd.read_csv(out.folder / "runs.csv")) == 18
+    side_by_side = pd.read_csv(out.folder / "mnist_mlp_by_train_size.csv")  # every size's comparison
+    assert list(side_by_side["dataset.train_size"]) == [100, 1000]
+    assert list(side_by_side["verdict"]) == ["worse", "better"]
+    assert list(side_by_side["a_p"]) == [0.2, 0.5]
+    assert (out.folder / "mnist_mlp_by_train_size.png").is_file()
 
 
 def test_an_unknown_by_key_or_one_also_tuned_is_one_line(sized, tmp_path):

@@ -23,6 +23,7 @@ writes into DIR:
   runs.csv                      one row per finished run: setup, reg settings, every final metric,
                                 gap_pp (train acc - test acc, in percentage points)
   (with --by KEY, every D_M_ file below is one per value v of KEY too: D_M_KEYv_main.md ...)
+  D_M_by_KEY.{md,csv,tex,png,svg}  with one --by KEY: every value's paired comparisons side by side
   D_M_main.{md,csv,tex}         per dataset D and model M: metric per regularizer and p, mean ± std (n)
   D_M_best_p.{md,csv,tex}       each regularizer at its best p (and --tune keys) by mean validation accuracy
   D_M_gap.{md,csv,tex}          train acc - test acc, in percentage points

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from dropbench.errors import DropbenchError
-from dropbench.report import dedupe, ood, paired, plots, tables
+from dropbench.report import conditions, dedupe, ood, paired, plots, tables
 from dropbench.report.labels import add_labels, format_value
 from dropbench.report.render import markdown, save_figure, write_table, write_text
 from dropbench.report.runs import GAP, Run, in_shape, runs_frame, scan
@@ -116,9 +116,11 @@ def group_names(frame: pd.DataFrame, by: tuple[str, ...]) -> tuple[str, str]:
     return title, re.sub(r"[^A-Za-z0-9_.-]", "-", prefix)
 
 
-def report_group(frame: pd.DataFrame, runs: dict[str, Run], options: Options, out: Output) -> pd.DataFrame:
+def report_group(
+    frame: pd.DataFrame, runs: dict[str, Run], options: Options, out: Output
+) -> tuple[pd.DataFrame, list[tables.Table]]:
     """Write one (dataset, model, --by values) group's tables and figures; returns its runs with
-    their labels."""
+    their labels, and the tables."""
     frame = add_labels(frame, options.tune)
     dedupe.check_one_run_per_seed(frame, runs)
     title, prefix = group_names(frame, options.by)
@@ -127,14 +129,43 @@ def report_group(frame: pd.DataFrame, runs: dict[str, Run], options: Options, ou
     measured = frame[tables.column(frame, headline_column(options)).notna()]
     if measured.empty:  # e.g. --split test_mc and this group ran without MC dropout
         out.sections.append(f"No run of this group has `{options.split}/*` metrics.\n")
-        return frame
+        return frame, []
     made = group_tables(measured, options)
     for table in made:
         out.files += write_table(table, out.folder / f"{prefix}_{table.name}", f"{title}: {table.note}")
         out.sections.append(markdown(table))
     for stem, figure in group_figures(measured, made, runs, title, options):
         out.files += save_figure(figure, out.folder / f"{prefix}_{stem}")
-    return frame
+    return frame, made
+
+
+def report_conditions(
+    reported: list[tuple[tuple, pd.DataFrame, list[tables.Table]]], options: Options, out: Output
+) -> None:
+    """With one ``--by`` key: each (dataset, model)'s paired comparisons of every condition side
+    by side (:mod:`dropbench.report.conditions`)."""
+    if len(options.by) != 1:
+        return
+    by_model: dict[tuple, list] = {}
+    for (dataset, model, value), frame, made in reported:
+        compared = [table for table in made if table.name == "paired"]
+        if compared:
+            by_model.setdefault((dataset, model), []).append((value, compared[0], frame))
+    for (dataset, model), found in by_model.items():
+        metric = group_options(found[0][2], options).metric
+        heading, unit = f"{options.split} {metric}", paired.DIFF_UNITS[metric][0]
+        made = conditions.by_outputs(
+            [(v, t) for v, t, _ in found], options.by[0], heading, unit, f"{dataset} / {model}"
+        )
+        if made is None:
+            continue
+        table, figure = made
+        stem = out.folder / f"{dataset}_{model}_{table.name}"
+        out.files += write_table(table, stem, f"{dataset} / {model}: {table.note}")
+        out.sections.append(f"## {dataset} / {model}: every {conditions.short_key(options.by[0])}\n")
+        out.sections.append(markdown(table))
+        if figure is not None:
+            out.files += save_figure(figure, stem)
 
 
 IDENTITY = ["run", "dataset", "model", "reg", "label", "family", "tuned"]
@@ -193,13 +224,12 @@ def make_report(paths: list[Path], folder: Path | None, options: Options) -> Out
     copies = f" ({merged} more cop{'y' if merged == 1 else 'ies'} of them merged)" if merged else ""
     out.sections.append(f"# dropbench report\n\n{runs_count(len(finished))} under {where}{copies}\n")
     runs = {str(run.folder): run for run in finished}
-    write_runs(
-        [
-            report_group(group, runs, options, out)
-            for _, group in frame.groupby(["dataset", "model", *options.by], dropna=False)
-        ],
-        out,
-    )
+    reported = [
+        (values, *report_group(group, runs, options, out))
+        for values, group in frame.groupby(["dataset", "model", *options.by], dropna=False)
+    ]
+    write_runs([labeled for _, labeled, _ in reported], out)
+    report_conditions(reported, options, out)
     listed = ([dedupe.merges_table(merges)] if merges else []) + (
         [tables.problems_table(problems)] if problems else []
     )
