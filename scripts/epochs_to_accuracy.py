@@ -86,6 +86,33 @@ def epoch_time_ratio(a: pd.DataFrame, b: pd.DataFrame) -> str:
     )
 
 
+def plot(
+    a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str], thresholds: list[float], path: Path
+) -> None:
+    """Validation accuracy against the epoch, mean and range over seeds, with the thresholds."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for color, name, runs in (("C0", names[0], a), ("C1", names[1], b)):
+        curves = np.array([[row["val/acc"] * 100 for row in history] for history in runs["history"]])
+        epochs = np.arange(1, curves.shape[1] + 1)
+        ax.plot(epochs, curves.mean(axis=0), color=color, label=f"{name} (mean of {len(curves)} seeds)")
+        ax.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), color=color, alpha=0.2)
+    for threshold in thresholds:
+        ax.axhline(100 * threshold, color="gray", linestyle=":", linewidth=1)
+    low = 100 * min(thresholds) - 2
+    ax.set(
+        xlabel="epoch",
+        ylabel="validation accuracy (%)",
+        ylim=(low, None),
+        title="epochs to a validation accuracy",
+    )
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path)
@@ -93,6 +120,7 @@ def main() -> None:
     parser.add_argument("--b", default="dropout", help="row B's label (default dropout)")
     parser.add_argument("--b-p", type=float, default=0.5, help="row B's p (default 0.5)")
     parser.add_argument("--threshold", type=float, nargs="+", default=[0.90, 0.95])
+    parser.add_argument("--plot", type=Path, help="also draw the validation curves into this PNG")
     args = parser.parse_args()
     finished, _ = scan([args.sweep])
     runs = {str(run.folder): run for run in finished}
@@ -102,6 +130,8 @@ def main() -> None:
     print(f"A = {names[0]}, B = {names[1]}; {args.sweep}\n")
     print(table(a, b, names, args.threshold))
     print("\n" + epoch_time_ratio(a, b))
+    if args.plot:
+        plot(a, b, names, args.threshold, args.plot)
 
 
 if __name__ == "__main__":
