@@ -146,6 +146,8 @@ class DropConnectLinear(nn.Linear):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self.p, self.mask, self.inference, self.samples = p, mask, inference, samples
         self.activation, self.backend = activation, backend
+        if mask == "example" and p > 0 and backend != "eager":
+            compiled.prepare()  # inductor's one-time costs, while the data loads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or self.inference == "mean" or self.p == 0.0:
