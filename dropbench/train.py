@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -111,17 +112,44 @@ def forward_loss(model: nn.Module, task: Task, inputs: torch.Tensor, targets: to
     return task.step(model(inputs), inputs, targets)
 
 
-def capture_step(model: nn.Module, task: Task, device: torch.device) -> Callable:
+class CapturedStep:
     """:func:`forward_loss` under ``torch.compile``; its backward is compiled with it (AOTAutograd).
 
     CUDA: with CUDA graphs (``mode="reduce-overhead"``'s option). Elsewhere inductor's default.
     Random ops stay torch's own (``fallback_random``), so a compiled step draws the masks the
     eager one draws and its numbers differ only by float rounding. Shapes are static: the
     loop compiles full batches and runs an epoch's last, smaller batch eagerly, and the
-    evaluation stays eager (no recompile between training and evaluation).
+    evaluation stays eager (no recompile between training and evaluation). Should the first
+    call fail (a model or platform torch.compile cannot take), it warns once and every step
+    runs eagerly, as with ``compile=off``.
     """
-    options = {"fallback_random": True, "triton.cudagraphs": device.type == "cuda"}
-    return torch.compile(partial(forward_loss, model, task), dynamic=False, options=options)
+
+    def __init__(self, model: nn.Module, task: Task, device: torch.device) -> None:
+        self.model, self.task, self.ran = model, task, False
+        options = {"fallback_random": True, "triton.cudagraphs": device.type == "cuda"}
+        self.compiled: Callable | None = torch.compile(
+            partial(forward_loss, model, task), dynamic=False, options=options
+        )
+
+    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor):
+        if self.compiled is None:
+            return forward_loss(self.model, self.task, inputs, targets)
+        if self.ran:
+            return self.compiled(inputs, targets)
+        try:
+            result = self.compiled(inputs, targets)
+        except Exception as error:  # compiling failed: an eager step computes the same numbers
+            message = f"compile: the training step runs eagerly, torch.compile failed: {error!r:.300}"
+            warnings.warn(message, stacklevel=2)
+            self.compiled = None
+            return forward_loss(self.model, self.task, inputs, targets)
+        self.ran = True
+        return result
+
+
+def capture_step(model: nn.Module, task: Task, device: torch.device) -> CapturedStep:
+    """The compiled training step of ``model`` (:class:`CapturedStep`)."""
+    return CapturedStep(model, task, device)
 
 
 def train_epoch(

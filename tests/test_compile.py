@@ -35,6 +35,7 @@ def trained(data, compiled: bool, device="cpu", epochs=2):
         model, optimizer, None, torch.Generator(device=device).manual_seed(0), task, None, captured
     )
     rows = [train_epoch(training, data, 32) for _ in range(epochs)]
+    assert not compiled or (captured.ran and captured.compiled is not None)  # compiled, not the fallback
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}, rows
 
 
@@ -79,6 +80,24 @@ def test_the_compiled_step_runs_full_batches_and_the_last_smaller_one_eagerly(da
     training.task, training.captured = task, stand_in
     train_epoch(training, more, 32)
     assert sizes == [32] * 5
+
+
+def test_a_step_that_fails_to_compile_warns_once_and_runs_eagerly(data):
+    torch.manual_seed(0)
+    model = MLP(data.shape, data.num_classes, hidden=(8,))
+    task = Classification().bind(data)
+    step = capture_step(model, task, torch.device("cpu"))
+
+    def no_compiler(*args):
+        raise RuntimeError("no C++ compiler")
+
+    step.compiled = no_compiler
+    x, y = data.train_x[:32], data.train_y[:32]
+    with pytest.warns(UserWarning, match="runs eagerly, torch.compile failed.*no C\\+\\+ compiler"):
+        loss, hits = step(x, y)
+    eager_loss, eager_hits = forward_loss(model, task, x, y)
+    assert torch.equal(loss, eager_loss) and torch.equal(hits, eager_hits) and step.compiled is None
+    assert torch.equal(step(x, y)[0], eager_loss)  # and stays eager, without another warning
 
 
 def test_a_compiled_step_on_the_cpu_trains_the_eager_numbers(data):
