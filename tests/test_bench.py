@@ -169,3 +169,28 @@ def test_markdown_lists_the_targets_and_the_extra_measurements(quick):
     # 9 targets of the grid and start-up, 6 of per-example DropConnect at every p, the first epoch
     assert text.count("| met |") + text.count("| MISSED |") + text.count("| not measured |") == 16
     assert text.count("| not measured |") >= 4  # --quick measures two of the six p
+
+
+def gpu_step_check(*args: str) -> list[list[str]]:
+    """The table rows ``scripts/gpu_step_check.py --device cpu --quick ARGS`` prints."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gpu_step_check.py"), "--device", "cpu", "--quick", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
+
+
+def test_the_gpu_step_check_runs_on_the_cpu_and_prints_a_row_per_model_and_mode():
+    """Every model with compile off (both kinds of reference), and the MLP compiled too."""
+    rows = gpu_step_check("--modes", "off") + gpu_step_check("--only", "mlp", "--modes", "on")
+    assert [(r[0], r[2]) for r in rows] == [("mlp", "off"), ("cnn", "off"), ("lstm", "off"), ("mlp", "on")]
+    for model, reg, _, first, step, reference, reference_ms, ratio, target, verdict in rows:
+        assert float(step) > 0 and float(reference_ms) > 0 and float(first) >= 0
+        assert float(ratio) == pytest.approx(float(step) / float(reference_ms), rel=0.01, abs=0.01)
+        assert ("bound" in reference) == (model != "lstm") and verdict in ("met", "MISSED")
+        assert reg == ("variational" if model == "lstm" else "dropout")
+        assert target == ("<= 2" if model == "lstm" else "<= 3")
