@@ -26,6 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from dropbench import warmup
 from dropbench.combinations import check_combination, model_offers
 from dropbench.data import SOURCE_SHAPES, DataSplits, OodImages, load_ood_images
 from dropbench.errors import ConfigError, DataError, DropbenchError
@@ -58,6 +59,8 @@ def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> Knob
         check_combination(choices["model"], choices["reg"])
         check_group_types(cfg, choices)
         check_reg_layers(cfg)
+    if capture_mode(knobs.compile, knobs.device):
+        warmup.start()  # torch.compile's one-time costs while the data loads
     make_optimizer(cfg, [torch.zeros(1, requires_grad=True)], knobs.lr)  # its settings, before any data
     if knobs.ood is not None:
         check_ood(cfg.dataset.name, cfg.dataset.source, knobs.ood)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from dropbench import warmup
 from dropbench.data import DataSplits, iterate_batches
 from dropbench.tasks import Classification, Metrics, Task, Tested
 
@@ -136,6 +137,7 @@ class CapturedStep:
             return forward_loss(self.model, self.task, inputs, targets)
         if self.ran:
             return self.compiled(inputs, targets)
+        warmup.wait()
         try:
             result = self.compiled(inputs, targets)
         except Exception as error:  # compiling failed: an eager step computes the same numbers

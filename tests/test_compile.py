@@ -11,6 +11,7 @@ import pytest
 import torch
 from fakedata import fake_splits
 
+from dropbench import warmup
 from dropbench.build import check_config, compose_config
 from dropbench.errors import ConfigError
 from dropbench.models import MLP
@@ -109,3 +110,30 @@ def test_a_cuda_graph_step_trains_the_eager_numbers(data):
     moved = {k: getattr(data, k).cuda() for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
     cuda = dataclasses.replace(data, **moved)
     assert_same_training(trained(cuda, False, "cuda"), trained(cuda, True, "cuda"))
+
+
+def test_the_warm_up_thread_starts_once_and_leaves_torchs_generator_alone(monkeypatch):
+    """Draws made while the warm-up runs, and after it ends, are the draws made without it: a
+    warm-up that compiled something would restore the generator dynamo saved, undoing them."""
+    monkeypatch.setattr(warmup, "_thread", [])
+    torch.manual_seed(3)
+    warmup.start()
+    warmup.start()
+    (thread,) = warmup._thread
+    draws = []
+    while thread.is_alive():
+        draws.append(torch.rand(4))
+    draws += [torch.rand(4) for _ in range(10)]
+    torch.manual_seed(3)
+    assert all(torch.equal(d, torch.rand(4)) for d in draws)
+    warmup.wait()
+
+
+def test_a_run_that_compiles_starts_the_warm_up_when_its_config_is_checked(monkeypatch):
+    started = []
+    monkeypatch.setattr(warmup, "start", lambda: started.append(True))
+    check_config(compose_config(["compile=off"]))
+    check_config(compose_config(["device=cpu"]))  # auto: off on the CPU
+    assert not started
+    check_config(compose_config(["compile=on", "device=cpu"]))
+    assert started == [True]

@@ -484,27 +484,13 @@ def test_a_smaller_batch_reuses_the_larger_batch_kernels_with_the_same_masks(
 
 
 def test_only_a_layer_that_may_run_the_fused_kernels_starts_the_warm_up(monkeypatch):
+    from dropbench import warmup
+
     started = []
-    monkeypatch.setattr(compiled, "prepare", lambda: started.append(True))
+    monkeypatch.setattr(warmup, "start", lambda: started.append(True))
     DropConnectLinear(4, 3, p=0.5, mask="batch")
     DropConnectLinear(4, 3, p=0.0)
     DropConnectLinear(4, 3, p=0.5, backend="eager")
     assert not started
     DropConnectLinear(4, 3, p=0.5)
     assert started == [True]
-
-
-def test_the_warm_up_thread_starts_once_and_leaves_torchs_generator_alone(monkeypatch):
-    """Draws made while the warm-up runs, and after it ends, are the draws made without it: a
-    warm-up that compiled something would restore the generator dynamo saved, undoing them."""
-    monkeypatch.setattr(compiled, "_preparing", [])
-    torch.manual_seed(3)
-    compiled.prepare()
-    compiled.prepare()
-    (thread,) = compiled._preparing
-    draws = []
-    while thread.is_alive():
-        draws.append(torch.rand(4))
-    draws += [torch.rand(4) for _ in range(10)]
-    torch.manual_seed(3)
-    assert all(torch.equal(d, torch.rand(4)) for d in draws)
