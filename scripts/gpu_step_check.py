@@ -12,8 +12,10 @@ files need to reach the machine). Every step of an epoch is a full batch, so ``c
 runs compiled throughout; its first epoch, which compiles, is reported apart. Targets on a GPU
 (issue 15): MLP <= 3x, CNN <= 3x its bound, variational LSTM <= 2x cuDNN's. Prints a
 Markdown table (and writes it to ``--out``); each row is printed as soon as it is measured.
+Not yet run on a GPU: compiling the variational LSTM (a loop of 28 steps) is likely the
+longest part; ``--only`` and ``--modes`` split the check into shorter runs.
 
-    python scripts/gpu_step_check.py                     # CUDA; about 2 minutes on an H100
+    python scripts/gpu_step_check.py                     # CUDA; a few minutes, most of it compiling
     python scripts/gpu_step_check.py --only mlp,cnn --modes on --out results/gpu_step.md
     python scripts/gpu_step_check.py --device cpu --quick   # smoke test: tiny models, 3 steps
 """
