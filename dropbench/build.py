@@ -24,6 +24,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from dropbench import warmup
 from dropbench.combinations import check_combination
 from dropbench.data import SOURCE_SHAPES, DataSplits, OodImages, load_ood_images
 from dropbench.errors import ConfigError, DataError
@@ -44,7 +45,7 @@ from dropbench.regularizers import (
 from dropbench.schedules import per_step
 from dropbench.schema import DEFINING, GROUPS, Knobs, check_knobs, dataset_names, declared_defaults
 from dropbench.tasks import stochastic_layers, task_of
-from dropbench.train import Training
+from dropbench.train import Training, capture_mode, capture_step
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
@@ -64,6 +65,8 @@ def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> Knob
         check_reg_layers(cfg)
         check_replaced_settings(cfg, declared_defaults(choices))
         check_model(cfg, knobs)
+    if capture_mode(knobs.compile, knobs.device):
+        warmup.start()  # torch.compile's one-time costs while the data loads
     make_optimizer(cfg, [torch.zeros(1, requires_grad=True)], knobs.lr)  # its settings, before any data
     if knobs.ood is not None:
         check_ood(cfg.dataset.name, cfg.dataset.source, knobs.ood)
@@ -230,7 +233,8 @@ def constrain_max_norm(model: nn.Module, optimizer: torch.optim.Optimizer, c: fl
 
 def build_training(cfg: DictConfig, knobs: Knobs, data: DataSplits) -> Training:
     """Model (with its regularizer), optimizer over L2 parameter groups, per-step schedule,
-    generator, and with ``l1`` > 0 the L1 penalty as a loss term (:mod:`dropbench.regularizers.l1`)."""
+    generator, with ``l1`` > 0 the L1 penalty as a loss term (:mod:`dropbench.regularizers.l1`),
+    and where ``compile`` is on, the compiled step (:func:`dropbench.train.capture_step`)."""
     model = build_model(cfg, knobs, data)
     optimizer = instantiate_group("optimizer", cfg.optimizer)(
         l2_parameter_groups(model, knobs.wd), lr=knobs.lr
@@ -241,4 +245,6 @@ def build_training(cfg: DictConfig, knobs: Knobs, data: DataSplits) -> Training:
     scheduler = per_step(optimizer, instantiate_group("schedule", cfg.schedule), total_steps)
     generator = torch.Generator(device=knobs.device).manual_seed(knobs.seed)  # shuffling, augmentation
     penalty = partial(l1_penalty, penalised_weights(model), knobs.l1) if knobs.l1 > 0 else None
-    return Training(model, optimizer, scheduler, generator, task_of(model).bind(data), penalty)
+    task = task_of(model).bind(data)
+    captured = capture_step(model, task, knobs.device) if capture_mode(knobs.compile, knobs.device) else None
+    return Training(model, optimizer, scheduler, generator, task, penalty, captured)

@@ -91,6 +91,17 @@ def one_of(choices: Callable[[], Sequence[str]]) -> Check:
     return check
 
 
+def switch(choices: Callable[[], Sequence[str]]) -> Check:
+    """:func:`one_of` for choices that include ``on`` and ``off``, which a yaml file (YAML 1.1)
+    reads as true and false: those mean on and off."""
+    named = one_of(choices)
+
+    def check(key: str, value: Any) -> str:
+        return named(key, ("on" if value else "off") if isinstance(value, bool) else value)
+
+    return check
+
+
 def boolean(key: str, value: Any) -> bool:
     """A boolean: a typo such as force=ture must not be read as true (or false)."""
     if not isinstance(value, bool):

@@ -65,6 +65,13 @@ def dataset_names() -> list[str]:
     return group_choices(config_dir(), "dataset")
 
 
+def compile_choices() -> tuple[str, ...]:
+    """The ``compile`` choices (:data:`dropbench.train.COMPILE_CHOICES`, imported when checked)."""
+    from dropbench.train import COMPILE_CHOICES
+
+    return COMPILE_CHOICES
+
+
 @dataclass(frozen=True)
 class Knobs:
     """The top-level options of ``configs/config.yaml``, validated and typed. Field order is the
@@ -89,6 +96,10 @@ class Knobs:
     eval_batch_size: int = knob(Role.RUNTIME, checks.whole(1))
     device: torch.device = knob(Role.RUNTIME, checks.device)
     threads: int | None = knob(Role.RUNTIME, checks.optional(checks.whole(1)))
+    # how the training step runs (eager, or compiled: CUDA graphs on a GPU); a compiled step
+    # draws the same masks and differs by float rounding only, as another device or thread
+    # count does: runtime, so resuming with another choice is allowed and no folder is named
+    compile: str = knob(Role.RUNTIME, checks.switch(lambda: compile_choices()))
     force: bool = knob(Role.CONTROL, checks.boolean)
 
 

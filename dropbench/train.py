@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from dropbench import warmup
 from dropbench.data import DataSplits, iterate_batches
 from dropbench.tasks import Classification, Metrics, Task, Tested
 
@@ -36,6 +38,9 @@ class Training:
     #: a penalty added to every batch's loss before the backward pass (L1: lambda * sum |W|);
     #: ``train/loss`` stays the task's loss alone, as it does under L2's weight decay
     penalty: Callable[[], torch.Tensor] | None = None
+    #: :func:`forward_loss` compiled for full batches (setting ``compile``, :func:`capture_step`);
+    #: None: every step eager
+    captured: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,71 @@ class FitResult:
     early_stop: dict | None = None
 
 
+#: The setting ``compile``: auto = on for CUDA devices, off elsewhere (see :func:`capture_mode`).
+COMPILE_CHOICES = ("auto", "off", "on")
+
+
+#: The device types on which ``compile=auto`` compiles the step: none yet. On the CPU the step is
+#: bound by its GEMMs, which inductor leaves to the same BLAS calls: a 3-epoch MNIST MLP's epochs
+#: were slower compiled (5.6 to 5.9 s against 4.6 to 5.0), besides 2 to 11 s of compiling. On
+#: CUDA a small model's step is bound by kernel launches, which CUDA graphs replay at once, so
+#: "cuda" belongs here once ``scripts/gpu_step_check.py`` has shown on a GPU that it pays and
+#: trains correctly; no GPU has run it yet, and an untested default must not change every run.
+AUTO_COMPILES: frozenset[str] = frozenset()
+
+
+def capture_mode(setting: str, device: torch.device) -> bool:
+    """Whether ``compile=setting`` compiles the training step on ``device`` (``auto``: on the
+    device types of :data:`AUTO_COMPILES`)."""
+    return setting == "on" or (setting == "auto" and device.type in AUTO_COMPILES)
+
+
+def forward_loss(model: nn.Module, task: Task, inputs: torch.Tensor, targets: torch.Tensor):
+    """One batch's forward pass and the task's (loss, running-metric sum): what a step compiles."""
+    return task.step(model(inputs), inputs, targets)
+
+
+class CapturedStep:
+    """:func:`forward_loss` under ``torch.compile``; its backward is compiled with it (AOTAutograd).
+
+    CUDA: with CUDA graphs (``mode="reduce-overhead"``'s option). Elsewhere inductor's default.
+    Random ops stay torch's own (``fallback_random``), so a compiled step draws the masks the
+    eager one draws and its numbers differ only by float rounding. Shapes are static: the
+    loop compiles full batches and runs an epoch's last, smaller batch eagerly, and the
+    evaluation stays eager (no recompile between training and evaluation). Should the first
+    call fail (a model or platform torch.compile cannot take), it warns once and every step
+    runs eagerly, as with ``compile=off``.
+    """
+
+    def __init__(self, model: nn.Module, task: Task, device: torch.device) -> None:
+        self.model, self.task, self.ran = model, task, False
+        options = {"fallback_random": True, "triton.cudagraphs": device.type == "cuda"}
+        self.compiled: Callable | None = torch.compile(
+            partial(forward_loss, model, task), dynamic=False, options=options
+        )
+
+    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor):
+        if self.compiled is None:
+            return forward_loss(self.model, self.task, inputs, targets)
+        if self.ran:
+            return self.compiled(inputs, targets)
+        warmup.wait()
+        try:
+            result = self.compiled(inputs, targets)
+        except Exception as error:  # compiling failed: an eager step computes the same numbers
+            message = f"compile: the training step runs eagerly, torch.compile failed: {error!r:.300}"
+            warnings.warn(message, stacklevel=2)
+            self.compiled = None
+            return forward_loss(self.model, self.task, inputs, targets)
+        self.ran = True
+        return result
+
+
+def capture_step(model: nn.Module, task: Task, device: torch.device) -> CapturedStep:
+    """The compiled training step of ``model`` (:class:`CapturedStep`)."""
+    return CapturedStep(model, task, device)
+
+
 def train_epoch(
     training: Training,
     data: DataSplits,
@@ -115,8 +185,12 @@ def train_epoch(
     batches = tqdm(batches, total=total, desc="train", leave=False, disable=not progress)
     start = last_report = time.perf_counter()
     for step, (inputs, targets) in enumerate(batches, 1):
-        output = model(inputs)
-        loss, batch_hits = task.step(output, inputs, targets)
+        if training.captured is not None and len(targets) == batch_size:
+            if data.train_x.is_cuda:  # a new CUDA-graph step: the last step's outputs are used up
+                torch.compiler.cudagraph_mark_step_begin()
+            loss, batch_hits = training.captured(inputs, targets)
+        else:
+            loss, batch_hits = forward_loss(model, task, inputs, targets)
         objective = loss if training.penalty is None else loss + training.penalty()
         optimizer.zero_grad(set_to_none=True)
         objective.backward()

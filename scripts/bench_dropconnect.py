@@ -10,7 +10,8 @@ evaluation forward (batch 1024) with mean vs Gaussian (closed-form) inference.
 All variants of a table run round-robin, so slow spells of a shared machine hit all of them;
 each ratio is the median over rounds of (variant / reference) in the same round. Peak memory
 is the largest total of live tensors allocated during one forward + backward (torch.profiler),
-beside the batch x out x in float32 tensor that a naive per-example layer would make.
+beside the batch x out x in float32 tensor that a naive per-example layer would make. The
+layer-level code is ``benchkit.dropconnect``'s, which ``scripts/bench.py`` runs for its layer rows.
 
     python scripts/bench_dropconnect.py [--repeats 15] [--threads 2] [--out results/dropconnect_layer.md]
 
@@ -23,41 +24,26 @@ from __future__ import annotations
 
 import argparse
 import functools
-import platform
 import statistics
-import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from benchkit.dropconnect import (
+    P_VALUES,
+    Step,
+    layer_steps,
+    naive_mask_mib,
+    peak_bytes,
+    ratio,
+    ratio_of_mins,
+    time_round_robin,
+)
+from benchkit.machine import cpu_name
 from torch import nn
-from torch.profiler import ProfilerActivity, profile
 
 from dropbench.models.mlp import MLP
 from dropbench.regularizers import Dropout
 from dropbench.regularizers.dropconnect import DropConnectLinear
-
-Step = Callable[[], None]
-P_VALUES = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
-
-
-def layer_steps(n_in: int, n_out: int, batch: int, ps, eager: bool) -> dict[str, Step]:
-    """One forward + backward of each layer variant, with the same weights and input."""
-    x = torch.randn(batch, n_in, requires_grad=n_in != 784)  # the image layer needs no input gradient
-    linear = nn.Linear(n_in, n_out)
-    forwards: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"dense": linear}
-    for p in ps:
-        forwards[f"dropout {p}"] = functools.partial(lambda drop, v: drop(linear(v)), Dropout(p))
-        variants = [("batch", "auto"), ("example", "fused")] + [("example", "eager")] * (eager and p == 0.5)
-        for mask, backend in variants:
-            layer = DropConnectLinear(n_in, n_out, p=p, mask=mask, backend=backend)
-            layer.load_state_dict(linear.state_dict())
-            forwards[f"{mask} {backend} {p}"] = layer
-    return {name: functools.partial(_backward, forward, x) for name, forward in forwards.items()}
-
-
-def _backward(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> None:
-    forward(x).sum().backward()
 
 
 def mlp_steps(batch: int, ps) -> dict[str, Step]:
@@ -89,41 +75,6 @@ def eval_steps(batch: int, p: float) -> dict[str, Step]:
         model = MLP((1, 28, 28), 10, linear=linear).eval()
         steps[inference] = functools.partial(torch.no_grad()(model), x)
     return steps
-
-
-def time_round_robin(steps: dict[str, Step], repeats: int) -> dict[str, list[float]]:
-    """Seconds per step of every variant, ``repeats`` rounds after one warm-up round."""
-    seconds: dict[str, list[float]] = {name: [] for name in steps}
-    for repeat in range(repeats + 1):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            if repeat:
-                seconds[name].append(time.perf_counter() - start)
-    return seconds
-
-
-def peak_bytes(step: Step) -> int:
-    """Largest total of live bytes allocated by ``step`` since it began (CPU allocator events)."""
-    step()  # warm-up: lazily made state (gradients) exists before the measured run
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    live = peak = 0
-    for event in sorted(prof.profiler.kineto_results.events(), key=lambda e: e.start_ns()):
-        if event.name() == "[memory]":
-            live += event.nbytes()
-            peak = max(peak, live)
-    return peak
-
-
-def ratio(seconds: dict[str, list[float]], name: str, reference: str) -> float:
-    return statistics.median(t / b for t, b in zip(seconds[name], seconds[reference], strict=True))
-
-
-def ratio_of_mins(seconds: dict[str, list[float]], name: str, reference: str) -> float:
-    """min / min: each variant's least disturbed round, robust where another process takes
-    cores for whole scheduler slices (a 2-thread step then waits milliseconds on one thread)."""
-    return min(seconds[name]) / min(seconds[reference])
 
 
 def ms(times: list[float]) -> str:
@@ -162,14 +113,6 @@ def mlp_table(seconds, ps) -> list[str]:
     return lines + [""]
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=15, help="measured rounds (after one warm-up)")
@@ -189,7 +132,7 @@ def main() -> None:
     for n_in, n_out in [(784, 800), (800, 800)]:
         steps = layer_steps(n_in, n_out, args.batch_size, args.p, args.eager)
         memory = {name: peak_bytes(step) for name, step in steps.items() if name.startswith("example fused")}
-        naive = args.batch_size * n_in * n_out * 4 / 2**20
+        naive = naive_mask_mib((n_in, n_out), args.batch_size)
         title = f"Layer {n_in}->{n_out}, forward + backward (naive per-example mask: {naive:.0f} MiB)"
         lines += layer_table(title, time_round_robin(steps, args.repeats), memory, args.p)
         print("\n".join(lines), flush=True)

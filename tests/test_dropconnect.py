@@ -481,3 +481,16 @@ def test_a_smaller_batch_reuses_the_larger_batch_kernels_with_the_same_masks(
     eager = run(40, backend="eager")
     assert torch.equal(padded[0] == 0, eager[0] == 0)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(padded, eager, strict=True))
+
+
+def test_only_a_layer_that_may_run_the_fused_kernels_starts_the_warm_up(monkeypatch):
+    from dropbench import warmup
+
+    started = []
+    monkeypatch.setattr(warmup, "start", lambda: started.append(True))
+    DropConnectLinear(4, 3, p=0.5, mask="batch")
+    DropConnectLinear(4, 3, p=0.0)
+    DropConnectLinear(4, 3, p=0.5, backend="eager")
+    assert not started
+    DropConnectLinear(4, 3, p=0.5)
+    assert started == [True]

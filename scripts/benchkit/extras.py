@@ -1,4 +1,5 @@
-"""Measurements around the training loop: start-up latency, and sweeps serial vs. parallel.
+"""Measurements around the training loop: start-up latency, a fresh run's first epoch, and
+sweeps serial vs. parallel.
 
 Start-up: ``dropbench run`` is spawned with the dataset cache already warm, and two moments
 are read from its output, both counted from just before the spawn: the log line
@@ -6,6 +7,10 @@ are read from its output, both counted from just before the spawn: the log line
 The second comes from a global optimizer step hook (``torch.optim.optimizer.
 register_optimizer_step_post_hook``) that a two-line wrapper installs before calling dropbench's
 own ``main``: no product code is involved. The child is stopped after its first step.
+
+First epoch: fresh one-epoch runs of ``reg=dropout`` and ``reg=dropconnect`` (per example) at
+one p, interleaved, each timed by itself (``epoch_time_s``: the first epoch pays for loading
+DropConnect's compiled kernels) and by the wall clock from spawn to exit.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
+from benchkit.dropconnect import FreshRun, fresh_run
 
 MARK = "BENCH_FIRST_STEP"
 TRAINING_LINE = "training: "
@@ -98,6 +106,36 @@ def first_step(overrides: list[str], repeats: int) -> FirstStep:
             timings.append(spawn_until_first_step([*overrides, f"results_dir={results}"]))
     floors = [import_floor() for _ in range(repeats)]
     return FirstStep([t[0] for t in timings], [t[1] for t in timings], overrides, floors)
+
+
+@dataclass
+class FirstEpoch:
+    """Interleaved fresh runs: index i of both lists is pair i."""
+
+    overrides: list[str]
+    dropout: list[FreshRun]
+    dropconnect: list[FreshRun]
+
+    def ratios(self, what: str) -> list[float]:
+        """DropConnect / dropout per pair, of ``"epoch"`` (the first epoch) or ``"wall"``."""
+
+        def value(run: FreshRun) -> float:
+            return run.epoch_s[0] if what == "epoch" else run.wall_s
+
+        return [value(c) / value(d) for c, d in zip(self.dropconnect, self.dropout, strict=True)]
+
+
+def first_epoch(overrides: list[str], repeats: int) -> FirstEpoch:
+    """``repeats`` pairs of fresh one-epoch runs, reg=dropout then reg=dropconnect, with
+    ``overrides`` (which set p)."""
+    runs: dict[str, list[FreshRun]] = {"dropout": [], "dropconnect": []}
+    with tempfile.TemporaryDirectory(prefix="dropbench-bench-") as results:
+        for repeat in range(repeats):
+            for reg, done in runs.items():
+                done.append(
+                    fresh_run([f"reg={reg}", *overrides, "epochs=1"], Path(results) / f"{reg}{repeat}")
+                )
+    return FirstEpoch(overrides, runs["dropout"], runs["dropconnect"])
 
 
 @dataclass

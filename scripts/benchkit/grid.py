@@ -1,7 +1,9 @@
 """The benchmark grid: which (model, dataset, regularizer) configurations, at what size, built how.
 
 A *group* is one model on one dataset; its configurations differ only in the regularizer, so
-they share the data, the bound and the rounds in which they are timed (:mod:`.measure`).
+they share the data, the bound and the rounds in which they are timed (:mod:`.measure`). The
+grid's groups run every regularizer at p = 0.5; one more group, ``per_p``, runs the MLP on
+MNIST with dropout and per-example DropConnect at every p of issue 15's targets.
 Everything is built as ``dropbench run`` builds it: the real config, composed with Hydra.
 """
 
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig
 
+from benchkit.dropconnect import P_VALUES, QUICK_P_VALUES
 from dropbench.build import build_training as build_run_training
 from dropbench.build import check_config, compose_config, load_data
 from dropbench.combinations import invalid_pairs
@@ -47,6 +50,8 @@ QUICK_GROUPS = (("mlp", "mnist"), ("cnn", "mnist"), ("lstm", "mnist"), ("cnn", "
 QUICK_CIFAR_REGS = ("none", "dropout")
 #: groups that also train the dropout model through a torchvision DataLoader
 BASELINE_GROUPS = (("mlp", "mnist"), ("cnn", "cifar10"))
+#: the group measured at every p (dropout and per-example DropConnect), if its pair is measured
+PER_P_GROUP = ("mlp", "mnist")
 
 
 @dataclass(frozen=True)
@@ -57,13 +62,15 @@ class Config:
     dataset: str
     reg: str
     mask: str | None = None  # DropConnect: "batch" (one mask per mini-batch) or "example"
+    p: float = DROP_P  # reg=none ignores it (and keeps the default)
 
     @property
     def label(self) -> str:
-        return f"{self.model}/{self.dataset}/{self.reg}" + (f"-{self.mask}" if self.mask else "")
+        mask = f"-{self.mask}" if self.mask else ""
+        return f"{self.model}/{self.dataset}/{self.reg}{mask}" + (f" p={self.p}" if self.p != DROP_P else "")
 
     def overrides(self) -> list[str]:
-        chosen = [f"model={self.model}", f"dataset={self.dataset}", f"reg={self.reg}"]
+        chosen = [f"model={self.model}", f"dataset={self.dataset}", f"reg={self.reg}", f"p={self.p}"]
         return chosen + ([f"reg.mask={self.mask}"] if self.mask else [])
 
 
@@ -76,15 +83,16 @@ class Group:
     configs: list[Config]
     train_size: int | None  # None: the whole training split
     common: list[str] = field(default_factory=list)  # overrides shared by every configuration
+    kind: str = "grid"  # or "per_p": the configurations of PER_P_GROUP at every p
 
     @property
     def label(self) -> str:
-        return f"{self.model}/{self.dataset}"
+        return f"{self.model}/{self.dataset}" + (f" ({self.kind})" if self.kind != "grid" else "")
 
     @property
     def has_baseline(self) -> bool:
         regs = {c.reg for c in self.configs}
-        return (self.model, self.dataset) in BASELINE_GROUPS and "dropout" in regs
+        return self.kind == "grid" and (self.model, self.dataset) in BASELINE_GROUPS and "dropout" in regs
 
 
 def valid_configs(model: str, dataset: str) -> list[Config]:
@@ -118,7 +126,18 @@ def plan(only: set[str], quick: bool, device: str, subset: int = SUBSET) -> list
         configs = [c for c in valid_configs(model, dataset) if c.reg in keep]
         size = QUICK_TRAIN if quick else None if (model, dataset) == ("mlp", "mnist") else subset
         groups.append(Group(model, dataset, configs, size, common_overrides(model, size, quick, device)))
+    if PER_P_GROUP in pairs and "dropconnect" in regs:
+        groups.append(per_p_group(groups[pairs.index(PER_P_GROUP)], quick))
     return groups
+
+
+def per_p_group(grid: Group, quick: bool) -> Group:
+    """Dropout and per-example DropConnect at every p (--quick: two), sized as ``grid``."""
+    configs = []
+    for p in QUICK_P_VALUES if quick else P_VALUES:
+        configs += [Config(grid.model, grid.dataset, "dropout", p=p)]
+        configs += [Config(grid.model, grid.dataset, "dropconnect", "example", p)]
+    return Group(grid.model, grid.dataset, configs, grid.train_size, grid.common, kind="per_p")
 
 
 def common_overrides(model: str, train_size: int | None, quick: bool, device: str) -> list[str]:

@@ -1,15 +1,24 @@
-"""The Markdown report: targets with verdicts, the per-configuration table, start-up and sweeps,
-and the protocol that produced them."""
+"""The Markdown report: targets with verdicts, the per-configuration table, per-example
+DropConnect at every p (MLP epochs, one layer), start-up and sweeps, and the protocol that
+produced them."""
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
 
-from benchkit.extras import FirstStep, SweepTiming
+from benchkit.dropconnect import LayerResult, naive_mask_mib
+from benchkit.extras import FirstEpoch, FirstStep, SweepTiming
 from benchkit.grid import BATCH_SIZE, DROP_P, SUBSET
 from benchkit.measure import GroupResult
-from benchkit.rows import FIRST_STEP_LIMIT_S, TARGETS, speedup_ceiling, target_series, verdict
+from benchkit.rows import (
+    FIRST_EPOCH_LIMIT,
+    FIRST_STEP_LIMIT_S,
+    TARGETS,
+    speedup_ceiling,
+    target_series,
+    verdict,
+)
 
 
 @dataclass
@@ -41,7 +50,16 @@ def summary(values: list[float] | None, unit: str = "") -> tuple[str, str]:
     return f"{statistics.median(values):.2f}{unit}", f"{min(values):.2f} to {max(values):.2f}{unit}"
 
 
-def targets_section(results: list[GroupResult], first: FirstStep | None) -> list[str]:
+def limit_row(text: str, values: list[float] | None, limit: float, unit: str = "") -> list[str]:
+    """A target row of values that must be at most ``limit``."""
+    median, spread = summary(values, unit)
+    value = statistics.median(values) if values else None
+    return [text, median, spread, f"<= {limit}{unit}", verdict(value, limit, True)]
+
+
+def targets_section(
+    results: list[GroupResult], first: FirstStep | None, epoch: FirstEpoch | None
+) -> list[str]:
     rows = []
     for target in TARGETS:
         series = target_series(target, results)
@@ -58,18 +76,11 @@ def targets_section(results: list[GroupResult], first: FirstStep | None) -> list
             ]
         )
     steps = first.first_step_s if first else None
-    median, spread = summary(steps, " s")
-    value = statistics.median(steps) if steps else None
-    rows.append(
-        [
-            "first training step after `dropbench run` starts (cache warm)",
-            median,
-            spread,
-            f"<= {FIRST_STEP_LIMIT_S} s",
-            verdict(value, FIRST_STEP_LIMIT_S, True),
-        ]
-    )
-    note = "Ratios: median and range over rounds (see Protocol); the first step: over spawns."
+    text = "first training step after `dropbench run` starts (cache warm)"
+    rows.append(limit_row(text, steps, FIRST_STEP_LIMIT_S, " s"))
+    text = "a fresh `dropbench run reg=dropconnect p=0.2`: first epoch / reg=dropout's"
+    rows.append(limit_row(text, epoch.ratios("epoch") if epoch else None, FIRST_EPOCH_LIMIT))
+    note = "Ratios: median and range over rounds (see Protocol); the first step and epoch: over spawns."
     ceilings = []
     for target in TARGETS:
         series = speedup_ceiling(target, results)
@@ -99,7 +110,7 @@ def configs_section(rows: list[dict]) -> list[str]:
         "peak MiB (+epoch)",
     ]
     body = []
-    for r in rows:
+    for r in (r for r in rows if r["kind"] == "grid"):
         reg = r["reg"] + (f" ({r['mask']})" if r["mask"] else "")
         baseline = (
             f"{r['baseline_s']:.2f}, {r['ratio_baseline_speedup']:.2f}x" if r["baseline_s"] != "" else ""
@@ -123,7 +134,80 @@ def configs_section(rows: list[dict]) -> list[str]:
     return ["## Per configuration", "", *table(header, body), ""]
 
 
-def extras_section(first: FirstStep | None, sweep: SweepTiming | None) -> list[str]:
+def per_p_section(rows: list[dict]) -> list[str]:
+    """The MLP's epoch with dropout and per-example DropConnect at every p, one group."""
+    by_p = {(r["p"], r["reg"]): r for r in rows if r["kind"] == "per_p"}
+    if not by_p:
+        return []
+    header = [
+        "p",
+        "dropout epoch (s)",
+        "DropConnect per example (s)",
+        "samples/s",
+        "/ dropout",
+        "peak MiB (+epoch)",
+    ]
+    body = []
+    for p in sorted({p for p, _ in by_p}):
+        drop, dc = by_p[p, "dropout"], by_p[p, "dropconnect"]
+        memory = f"{dc['peak_mem_mib']:.0f} (+{dc['epoch_mem_mib']:.0f})"
+        body.append(
+            [
+                p,
+                f"{drop['epoch_s']:.3f}",
+                f"{dc['epoch_s']:.3f}",
+                dc["samples_per_s"],
+                dc["ratio_reg_over_dropout"],
+                memory,
+            ]
+        )
+    title = "## Per-example DropConnect at every p: MLP epoch"
+    note = (
+        f"The MLP on MNIST ({next(iter(by_p.values()))['train_examples']} training examples), dropout and "
+        "DropConnect per example at each p, all in one group: every round times each of them once."
+    )
+    return [title, "", note, "", *table(header, body), ""]
+
+
+def layer_section(rows: list[dict], layer: LayerResult | None) -> list[str]:
+    """One layer's forward + backward per variant, against the dense layer's and dropout's."""
+    if layer is None:
+        return []
+    cell = {(r["reg"], r["mask"], r["p"]): r for r in rows if r["kind"] == "layer"}
+    dense = cell["none", "", ""]
+    header = ["p", "dense ms", "dropout ms", "batch ms", "example ms", "example / dense", "example / dropout"]
+    header.append("example peak MiB")
+    body = []
+    for p in layer.ps:
+        example = cell["dropconnect", "example", p]
+        steps = [cell[key]["step_ms"] for key in (("dropout", "", p), ("dropconnect", "batch", p))]
+        ratios = [example["ratio_bound"], example["ratio_reg_over_dropout"], example["peak_mem_mib"]]
+        body.append([p, dense["step_ms"], *steps, example["step_ms"], *ratios])
+    (n_in, n_out), batch = layer.shape, layer.batch
+    naive = naive_mask_mib(layer.shape, batch)
+    note = (
+        f"One {n_in}->{n_out} layer, batch {batch}, forward + backward (no input gradient), median of "
+        f"{len(layer.seconds['dense'])} round-robin rounds. Peak: the live tensors allocated during "
+        f"one step (torch.profiler); a naive per-example mask alone would be {naive:.0f} MiB."
+    )
+    return ["## Per-example DropConnect at every p: one layer", "", note, "", *table(header, body), ""]
+
+
+def first_epoch_lines(epoch: FirstEpoch) -> list[str]:
+    pairs = "; ".join(
+        f"{d.epoch_s[0]:.2f} / {c.epoch_s[0]:.2f} s (wall {d.wall_s:.1f} / {c.wall_s:.1f} s)"
+        for d, c in zip(epoch.dropout, epoch.dropconnect, strict=True)
+    )
+    runs = f"`dropbench run {' '.join(epoch.overrides)} epochs=1`"
+    return [
+        f"- fresh {runs}, `reg=dropout` then `reg=dropconnect`, {len(epoch.dropout)} pairs: the "
+        f"first epoch (`epoch_time_s`) and the wall time from spawn to exit, dropout / DropConnect: "
+        f"{pairs}. Median ratios: epoch {summary(epoch.ratios('epoch'))[0]}, wall "
+        f"{summary(epoch.ratios('wall'))[0]}.",
+    ]
+
+
+def extras_section(first: FirstStep | None, epoch: FirstEpoch | None, sweep: SweepTiming | None) -> list[str]:
     lines = ["## Start-up and sweeps", ""]
     if first is not None:
         log_median, _ = summary(first.log_line_s, " s")
@@ -137,6 +221,8 @@ def extras_section(first: FirstStep | None, sweep: SweepTiming | None) -> list[s
             f"{summary(first.import_floor_s, ' s')[0]} here (torch.optim imports torch._dynamo when the "
             "first optimizer is built).",
         ]
+    if epoch is not None:
+        lines += first_epoch_lines(epoch)
     if sweep is not None:
         lines += [
             f"- sweep of {sweep.runs} runs, `dropbench run -m {' '.join(sweep.overrides)}`: serial (basic "
@@ -145,7 +231,7 @@ def extras_section(first: FirstStep | None, sweep: SweepTiming | None) -> list[s
             f"{sweep.parallel_s:.1f} s: serial / parallel = {sweep.serial_s / sweep.parallel_s:.2f}. "
             "One measurement each, not interleaved.",
         ]
-    if first is None and sweep is None:
+    if first is None and epoch is None and sweep is None:
         lines.append("Skipped (--skip-extras).")
     return [*lines, ""]
 
@@ -183,12 +269,21 @@ def protocol_section(meta: Meta, results: list[GroupResult]) -> list[str]:
         "at its peak (activations, masks, the epoch's shuffled copy of the training split). Largest over "
         "rounds. On CUDA, tensors allocated (`max_memory_allocated`).",
         "- Start-up: see above; the dataset cache is warmed in the harness's process first.",
+        "- Per-example DropConnect at every p: the MLP rows are one more group (`kind` per_p in the CSV), "
+        "measured like the others; the layer rows (`kind` layer) time each variant's forward + backward "
+        "on random data, round-robin, each ratio the median over rounds of the ratio within a round.",
         "",
     ]
 
 
 def markdown(
-    meta: Meta, rows: list[dict], results, first: FirstStep | None, sweep: SweepTiming | None
+    meta: Meta,
+    rows: list[dict],
+    results,
+    first: FirstStep | None,
+    epoch: FirstEpoch | None,
+    sweep: SweepTiming | None,
+    layer: LayerResult | None = None,
 ) -> str:
     lines = [
         "# Training speed: dropbench epochs against their bounds and a DataLoader baseline",
@@ -203,8 +298,10 @@ def markdown(
             "Its numbers say nothing about speed, and its verdicts nothing about the targets.",
             "",
         ]
-    lines += targets_section(results, first)
+    lines += targets_section(results, first, epoch)
     lines += configs_section(rows)
-    lines += extras_section(first, sweep)
+    lines += per_p_section(rows)
+    lines += layer_section(rows, layer)
+    lines += extras_section(first, epoch, sweep)
     lines += protocol_section(meta, results)
     return "\n".join(lines)

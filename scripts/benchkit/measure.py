@@ -24,7 +24,7 @@ import torch
 
 from benchkit.baseline import example_epoch, example_loader
 from benchkit.bounds import Bound
-from benchkit.grid import BATCH_SIZE, Built, Config, Group, build_config
+from benchkit.grid import BATCH_SIZE, DROP_P, Built, Config, Group, build_config
 from dropbench.data import DataSplits
 from dropbench.train import train_epoch
 
@@ -120,9 +120,9 @@ class GroupResult:
     baseline_s: list[float] = field(default_factory=list)
     memory_method: str = ""
 
-    def config(self, reg: str, mask: str | None = None) -> Config | None:
-        """The group's configuration of ``reg`` (and mask), if measured."""
-        wanted = Config(self.group.model, self.group.dataset, reg, mask)
+    def config(self, reg: str, mask: str | None = None, p: float = DROP_P) -> Config | None:
+        """The group's configuration of ``reg`` (and mask, and p but for reg=none), if measured."""
+        wanted = Config(self.group.model, self.group.dataset, reg, mask, DROP_P if reg == "none" else p)
         return wanted if wanted in self.epoch_s else None
 
 
@@ -154,15 +154,16 @@ def prepare(group: Group, repeats: int, device: torch.device) -> Prepared:
     """Build every configuration of ``group`` on one copy of the data, the bound and the baseline."""
     overrides = [*group.common, f"epochs={repeats + 2}"]  # the cosine schedule never reaches 0
     built, data = {}, None
-    for config in group.configs:
-        built[config], data = build_config([*config.overrides(), *overrides], data)
-    none = built[Config(group.model, group.dataset, "none")]
-    bound = Bound(none.model, data.shape, len(data.train_y), BATCH_SIZE, device)
+    for config in group.configs:  # the configuration's own p last: it wins over the common one
+        built[config], data = build_config([*overrides, *config.overrides()], data)
+    # the bound's layers: reg=none's model, or (a group without it) the first one's, same shapes
+    reference = built.get(Config(group.model, group.dataset, "none")) or next(iter(built.values()))
+    bound = Bound(reference.model, data.shape, len(data.train_y), BATCH_SIZE, device)
     generators = {c: torch.Generator(device=device).manual_seed(0) for c in built}
     baseline = None
     if group.has_baseline:  # a model of its own, so the dropbench epochs' optimizer state is not shared
         dropout = Config(group.model, group.dataset, "dropout")
-        b, _ = build_config([*dropout.overrides(), *overrides], data)
+        b, _ = build_config([*overrides, *dropout.overrides()], data)
         loader = example_loader(b.cfg.dataset, data, BATCH_SIZE, device)
         baseline = (b.training.model, b.training.optimizer, b.training.scheduler, loader, device)
     return Prepared(data, built, generators, bound, baseline, device)
@@ -213,7 +214,7 @@ def release_memory(device: torch.device) -> None:
 
 def progress(group: Group, round_: int, repeats: int, result: GroupResult) -> None:
     """One line per round on stderr: the times just measured."""
-    times = [f"{c.reg}{'-' + c.mask if c.mask else ''} {t[-1]:.2f}" for c, t in result.epoch_s.items()]
+    times = [f"{c.label.split('/', 2)[2]} {t[-1]:.2f}" for c, t in result.epoch_s.items()]
     times.append(f"bound {result.bound_s[-1]:.2f}")
     if result.baseline_s:
         times.append(f"baseline {result.baseline_s[-1]:.2f}")

@@ -5,6 +5,10 @@ shape-generic code). Should compiling fail (no C++ compiler, an unsupported plat
 kernel run out of recompiles (dynamo would then run it eagerly, storing rows x out x in
 tensors), :func:`run` returns None and warns once, and callers take the eager path from
 then on: :func:`available` is False.
+
+A per-example layer starts :mod:`dropbench.warmup` when it is built (``dropbench run`` builds
+one while it checks the config, before the data loads): the first compile's one-time costs
+are then taken in a background thread while the data loads.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Callable
 
 import torch
 
+from dropbench import warmup
 from dropbench.regularizers.dropconnect.kernels import KERNELS
 
 #: Shapes per kernel before the eager path takes over (each compile: a few s). A serial sweep
@@ -39,6 +44,7 @@ def run(name: str, *args, dynamic: bool = False) -> torch.Tensor | None:
 
     if _failed:
         return None
+    warmup.wait()  # never import inductor from two threads at once
     if name not in _compiled:
         _compiled[name] = torch.compile(KERNELS[name], fullgraph=True, dynamic=dynamic)
     try:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dropbench import warmup
 from dropbench.regularizers.dropconnect import compiled
 from dropbench.regularizers.dropconnect.function import BACKENDS, CHUNK_ELEMENTS, PerExample
 from dropbench.regularizers.dropconnect.gaussian import (
@@ -149,6 +150,8 @@ class DropConnectLinear(nn.Linear):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self.p, self.mask, self.inference, self.samples = p, mask, inference, samples
         self.activation, self.backend = activation, backend
+        if mask == "example" and p > 0 and backend != "eager":
+            warmup.start()  # torch.compile's one-time costs, while the data loads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or self.inference == "mean" or self.p == 0.0:
