@@ -74,10 +74,12 @@ def test_channels_last_input_and_a_single_image_give_the_same_masks():
     y = dropconnect_conv2d(x, weight, bias, 0.5, padding=1)
     torch.manual_seed(6)
     again = dropconnect_conv2d(x.contiguous(memory_format=torch.channels_last), weight, bias, 0.5, padding=1)
-    assert torch.equal(y, again)
+    # Not bit-equal: oneDNN picks its convolution kernel (and so its summation order) by layout,
+    # batch size and thread count. Another mask would move outputs by about 1, not 1e-5.
+    torch.testing.assert_close(again, y, rtol=0, atol=1e-5)
     torch.manual_seed(6)
     single = dropconnect_conv2d(x[0], weight, bias, 0.5, padding=1)
-    assert torch.equal(single, y[0])
+    torch.testing.assert_close(single, y[0], rtol=0, atol=1e-5)
 
 
 def test_per_batch_masks_are_one_masked_kernel_for_the_whole_call():
