@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from dropbench.report.labels import add_labels
+from dropbench.report.paired import Arm, compare
 from dropbench.report.runs import runs_frame, scan
 
 ALPHA = 0.05
@@ -31,16 +32,6 @@ ALPHA = 0.05
 def first_epoch_reaching(history: list[dict], threshold: float) -> float:
     """The first epoch (1-based) whose val/acc is at least ``threshold``; NaN if none is."""
     return next((row["epoch"] for row in history if row.get("val/acc", -1) >= threshold), math.nan)
-
-
-def paired_interval(a: pd.Series, b: pd.Series) -> tuple[int, float, float, float]:
-    """n, mean of b - a, and its 95% t interval over the seeds both have."""
-    both = pd.concat([a, b], axis=1, keys=["a", "b"]).dropna()
-    differences = both["b"] - both["a"]
-    if len(both) < 2 or differences.std(ddof=1) == 0:
-        return len(both), float(differences.mean()), math.nan, math.nan
-    interval = stats.ttest_rel(both["b"], both["a"]).confidence_interval(1 - ALPHA)
-    return len(both), float(differences.mean()), float(interval.low), float(interval.high)
 
 
 def arm(frame: pd.DataFrame, runs: dict, label: str, p: float | None) -> pd.DataFrame:
@@ -63,7 +54,8 @@ def table(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str], thresholds: 
     for threshold in thresholds:
         ea = a["history"].map(partial(first_epoch_reaching, threshold=threshold))
         eb = b["history"].map(partial(first_epoch_reaching, threshold=threshold))
-        n, diff, low, high = paired_interval(ea, eb)
+        found = compare(Arm("B", math.nan, eb.dropna()), Arm("A", math.nan, ea.dropna()))  # B - A
+        n, diff, low, high = (found[key] for key in ("n", "diff_mean", "ci_low", "ci_high"))
         ratio = eb.mean() / ea.mean() if ea.notna().any() and eb.notna().any() else math.nan
         lines.append(
             f"| {100 * threshold:.1f}% | {ea.mean():.1f} ({ea.notna().sum()}) | {eb.mean():.1f} "

@@ -1,10 +1,11 @@
 """An interaction between a condition and a regularizer, paired by seed: does dropout's effect
 (dropout - none, in test error) change with the condition (BatchNorm on or off)?
 
-Reads a report's ``runs.csv`` (``dropbench report SWEEP --by KEY``), takes each condition's two
-rows at the p the report chose (``*_best_p.csv`` of that condition's group), forms per seed
-d = error(A) - error(B) in each condition, and tests d(second) - d(first) with a paired t
-interval over the seeds both conditions ran (scipy.stats.ttest_rel).
+Reads a report made with ``dropbench report SWEEP --by KEY``: its ``*_by_KEY.csv`` says, per
+condition, the p each of the two rows was compared at (the report's validation choice), and
+``runs.csv`` gives each run's test error. Per seed d = error(A) - error(B) in each condition;
+the interaction is d(other) - d(base), a paired t interval over the seeds both conditions ran
+(the report's own :func:`dropbench.report.paired.compare`).
 
     python scripts/interaction_check.py results/findings/bn_dropout --by model.norm --base none
 """
@@ -12,22 +13,19 @@ interval over the seeds both conditions ran (scipy.stats.ttest_rel).
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from dropbench.report.paired import Arm, compare
 
 
-def chosen_p(report: Path, prefix: str, label: str) -> float | None:
-    best = pd.read_csv(report / f"{prefix}_best_p.csv")
-    p = best.loc[best["label"] == label, "p"].iloc[0]
-    return None if pd.isna(p) else float(p)
-
-
-def errors(runs: pd.DataFrame, label: str, p: float | None) -> pd.Series:
+def errors(runs: pd.DataFrame, label: str, p: float) -> pd.Series:
+    """Test error (%) per seed of one row at ``p`` (NaN: a row without p)."""
     chosen = runs[runs["label"] == label]
-    if p is not None:
+    if not math.isnan(p):
         chosen = chosen[np.isclose(chosen["p"].astype(float), p)]
     return pd.Series(100 * (1 - chosen["test/acc"].to_numpy()), index=chosen["seed"].to_numpy())
 
@@ -38,27 +36,26 @@ def main() -> None:
     parser.add_argument("--by", required=True)
     parser.add_argument("--a", default="dropout")
     parser.add_argument("--b", default="none")
-    parser.add_argument("--base", help="the reference condition (default: the first found)")
+    parser.add_argument("--base", help="the reference condition (default: the first listed)")
     args = parser.parse_args()
     runs = pd.read_csv(args.report / "runs.csv")
+    [table] = args.report.glob(f"*_by_{args.by.split('.')[-1]}.csv")
+    compared = pd.read_csv(table)
+    compared = compared[(compared["a"] == args.a) & (compared["b"] == args.b)]
     effects = {}
-    for value, group in runs.groupby(args.by, sort=False):
-        dataset, model = group["dataset"].iloc[0], group["model"].iloc[0]
-        prefix = f"{dataset}_{model}_{args.by.split('.')[-1]}{value}"
-        pa = chosen_p(args.report, prefix, args.a)
-        d = errors(group, args.a, pa) - errors(group, args.b, chosen_p(args.report, prefix, args.b))
-        effects[value] = d
-        per_seed = d.round(2).to_dict()
-        print(f"{args.by}={value}: {args.a} (p={pa}) - {args.b}: {d.mean():+.2f} pp; per seed {per_seed}")
-    base = next((v for v in effects if str(v) == args.base), next(iter(effects)))
-    (first, d1), (second, d2) = (base, effects[base]), next((v, d) for v, d in effects.items() if v != base)
-    both = pd.concat([d1, d2], axis=1, keys=["first", "second"]).dropna()
-    test = stats.ttest_rel(both["second"], both["first"])
-    interval = test.confidence_interval(0.95)
+    for _, row in compared.iterrows():
+        in_condition = runs[runs[args.by].astype(str) == str(row[args.by])]
+        d = errors(in_condition, args.a, row["a_p"]) - errors(in_condition, args.b, row["b_p"])
+        effects[str(row[args.by])] = d.dropna()
+        chosen = f"{args.a} (p={row['a_p']}) - {args.b}"
+        print(f"{args.by}={row[args.by]}: {chosen}: {d.mean():+.2f} pp; per seed {d.round(2).to_dict()}")
+    base = args.base if args.base in effects else next(iter(effects))
+    other = next(value for value in effects if value != base)
+    found = compare(Arm(other, math.nan, effects[other]), Arm(base, math.nan, effects[base]))
     print(
-        f"interaction: the effect at {args.by}={second} minus at {args.by}={first}: "
-        f"{(both['second'] - both['first']).mean():+.2f} [{interval.low:+.2f}, {interval.high:+.2f}] pp, "
-        f"n = {len(both)}, p = {test.pvalue:.3f}"
+        f"interaction: the effect at {args.by}={other} minus at {args.by}={base}: "
+        f"{found['diff_mean']:+.2f} [{found['ci_low']:+.2f}, {found['ci_high']:+.2f}] pp, "
+        f"n = {found['n']}, p = {found['p']:.3f}"
     )
 
 

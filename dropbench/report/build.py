@@ -146,23 +146,22 @@ def report_conditions(
     by side (:mod:`dropbench.report.conditions`)."""
     if len(options.by) != 1:
         return
-    by_model: dict[tuple, list] = {}
-    for (dataset, model, value), frame, made in reported:
-        compared = [table for table in made if table.name == "paired"]
-        if compared:
-            by_model.setdefault((dataset, model), []).append((value, compared[0], frame))
-    for (dataset, model), found in by_model.items():
-        metric = group_options(found[0][2], options).metric
+    found: dict[str, tuple[str, str, list]] = {}  # prefix -> (title, metric, [(value, paired table)])
+    for (_, _, value), frame, made in reported:
+        compared = next((table for table in made if table.name == "paired"), None)
+        if compared is not None:
+            title, prefix = group_names(frame, ())  # the (dataset, model) the conditions share
+            metric = group_options(frame, options).metric
+            found.setdefault(prefix, (title, metric, []))[2].append((value, compared))
+    for prefix, (title, metric, paired_tables) in found.items():
         heading, unit = f"{options.split} {metric}", paired.DIFF_UNITS[metric][0]
-        made = conditions.by_outputs(
-            [(v, t) for v, t, _ in found], options.by[0], heading, unit, f"{dataset} / {model}"
-        )
+        made = conditions.by_outputs(paired_tables, options.by[0], heading, unit, title)
         if made is None:
             continue
         table, figure = made
-        stem = out.folder / f"{dataset}_{model}_{table.name}"
-        out.files += write_table(table, stem, f"{dataset} / {model}: {table.note}")
-        out.sections.append(f"## {dataset} / {model}: every {conditions.short_key(options.by[0])}\n")
+        stem = out.folder / f"{prefix}_{table.name}"
+        out.files += write_table(table, stem, f"{title}: {table.note}")
+        out.sections.append(f"## {title}: every {conditions.short_key(options.by[0])}\n")
         out.sections.append(markdown(table))
         if figure is not None:
             out.files += save_figure(figure, stem)

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from dropbench.report.labels import format_value
 from dropbench.report.paired import number_text, p_text
+from dropbench.report.plots import interval_point
 from dropbench.report.tables import Table
 
 #: the paired table's columns this one keeps, after the condition's
@@ -81,17 +82,7 @@ def conditions_figure(rows: pd.DataFrame, key: str, heading: str, unit: str, tit
         x = pair[key].astype(float) if is_number else pair[key].map(places.index)
         color = f"C{index}"
         for xi, (_, row) in zip(x, pair.iterrows(), strict=True):
-            face = color if row["verdict"] != "not resolved" else "white"
-            below, above = row["diff_mean"] - row["ci_low"], row["ci_high"] - row["diff_mean"]
-            ax.errorbar(
-                xi,
-                row["diff_mean"],
-                yerr=[[below], [above]],
-                fmt="o",
-                capsize=3,
-                color=color,
-                markerfacecolor=face,
-            )
+            interval_point(ax, row, xi, color, vertical=True)
         ax.plot(x, pair["diff_mean"], color=color, alpha=0.6, label=f"{a} - {b}")
     if is_number and min(map(float, places)) > 0 and max(map(float, places)) / min(map(float, places)) >= 10:
         ax.set_xscale("log")

@@ -252,6 +252,17 @@ def reliability(
     return fig
 
 
+def interval_point(ax, row: pd.Series, at: float, color: str, vertical: bool = False) -> None:
+    """One paired comparison's mean difference and 95% interval, placed at ``at`` on the other
+    axis (the differences run along x, or along y when ``vertical``); the point is filled when
+    its verdict is resolved, hollow when not."""
+    error = [[row["diff_mean"] - row["ci_low"]], [row["ci_high"] - row["diff_mean"]]]
+    x, y = (at, row["diff_mean"]) if vertical else (row["diff_mean"], at)
+    bars = {"yerr": error} if vertical else {"xerr": error}
+    face = color if row["verdict"] != "not resolved" else "white"
+    ax.errorbar(x, y, **bars, fmt="o", capsize=3, color=color, markerfacecolor=face)
+
+
 def forest(
     rows: pd.DataFrame, heading: str, title: str, palette: dict[str, str], unit: str = "pp"
 ) -> Figure | None:
@@ -267,18 +278,7 @@ def forest(
     ax = fig.add_subplot()
     ys = range(len(rows) - 1, -1, -1)
     for y, (_, row) in zip(ys, rows.iterrows(), strict=True):
-        color = palette.get(row["a"], "C0")
-        below, above = row["diff_mean"] - row["ci_low"], row["ci_high"] - row["diff_mean"]
-        face = color if row["verdict"] != "not resolved" else "white"
-        ax.errorbar(
-            row["diff_mean"],
-            y,
-            xerr=[[below], [above]],
-            fmt="o",
-            capsize=3,
-            color=color,
-            markerfacecolor=face,
-        )
+        interval_point(ax, row, y, palette.get(row["a"], "C0"))
     ax.axvline(0, color="gray", linestyle="--", linewidth=1)
     ax.set_yticks(
         list(ys), labels=[f"{c} ({v})" for c, v in zip(rows["comparison"], rows["verdict"], strict=True)]
