@@ -29,6 +29,7 @@ from dropbench.combinations import check_combination
 from dropbench.data import SOURCE_SHAPES, DataSplits, OodImages, load_ood_images
 from dropbench.errors import ConfigError, DataError
 from dropbench.placement import (
+    check_idle_settings,
     check_reg_layers,
     check_replaced_settings,
     instantiate_group,
@@ -64,7 +65,7 @@ def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> Knob
         check_group_types(cfg, choices)
         check_reg_layers(cfg)
         check_replaced_settings(cfg, declared_defaults(choices))
-        check_model(cfg, knobs)
+        check_model(cfg, knobs, choices)
     if capture_mode(knobs.compile, knobs.device):
         warmup.start()  # torch.compile's one-time costs while the data loads
     make_optimizer(cfg, [torch.zeros(1, requires_grad=True)], knobs.lr)  # its settings, before any data
@@ -180,18 +181,21 @@ def load_ood(cfg: DictConfig, name: str, data: DataSplits, device: torch.device)
     return images
 
 
-def check_model(cfg: DictConfig, knobs: Knobs) -> None:
+def check_model(cfg: DictConfig, knobs: Knobs, choices: dict[str, str]) -> None:
     """Build the model once on the meta device (no memory, no random numbers drawn) at the image
     shape its dataset's source declares, so that what the model refuses fails before any data
     loads: a combination of settings (``model.norm=batch`` with DropConnect's layers, which
     apply the activation themselves; ``reg.place=before`` on a model whose drop layers have one
-    place), a ``reg.layer_p`` of the wrong length, an evaluation its task has not. The model is
-    the one place that knows what it can build; nothing here repeats its rules."""
+    place), a ``reg.layer_p`` of the wrong length, an evaluation its task has not, a reg setting
+    that only layers the model never builds would take (:func:`check_idle_settings`). The model
+    is the one place that knows what it can build; nothing here repeats its rules."""
     shape = SOURCE_SHAPES.get(cfg.dataset.source)
     if shape is None:
         return  # no declared shape: the model is checked when it is built
+    built: set[str] = set()
     with torch.device("meta"):
-        model = instantiate_model(cfg, shape, num_classes=10)  # no check depends on the count
+        model = instantiate_model(cfg, shape, num_classes=10, built=built)  # no check depends on the count
+    check_idle_settings(cfg, built, declared_defaults(choices), choices["reg"])
     check_task(model, knobs)
 
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dropbench.combinations import model_offers
 from dropbench.errors import ConfigError, DropbenchError
-from dropbench.models.common import SIZED_SLOTS, LayerCountError
+from dropbench.models.common import SIZED_SLOTS, SLOTS, LayerCountError
 from dropbench.preflight import config_dir, group_choices
 
 #: A layer's error names its parameter first (``p=1.5 is out of range``), as the layers check them
@@ -89,18 +89,59 @@ def per_layer_settings(cfg: DictConfig, slot: str) -> dict[str, tuple[str, list[
     return found
 
 
-def slot_factories(cfg: DictConfig) -> dict[str, Any]:
+def slot_factories(cfg: DictConfig, built: set[str] | None = None) -> dict[str, Any]:
     """The model's keyword arguments for the reg: per slot one factory, or, where ``per_layer``
-    gives values, a list of factories, one per value."""
+    gives values, a list of factories, one per value. With ``built``, each factory adds its slot
+    to that set when the model calls it (:func:`check_idle_settings`)."""
     made = {}
     for slot, node in model_slots(cfg).items():
         given = per_layer_settings(cfg, slot)
         if not given:
-            made[slot] = instantiate_group("reg", node)
-            continue
-        rows = zip(*(values for _, values in given.values()), strict=True)
-        made[slot] = [instantiate_group("reg", node, **dict(zip(given, row, strict=True))) for row in rows]
+            factories = [instantiate_group("reg", node)]
+        else:
+            rows = zip(*(values for _, values in given.values()), strict=True)
+            factories = [instantiate_group("reg", node, **dict(zip(given, row, strict=True))) for row in rows]
+        if built is not None:
+            factories = [noting(slot, factory, built) for factory in factories]
+        made[slot] = factories if given else factories[0]
     return made
+
+
+def noting(slot: str, factory: Any, built: set[str]) -> Any:
+    def build(*args: Any, **kwargs: Any) -> Any:
+        built.add(slot)
+        return factory(*args, **kwargs)
+
+    return build
+
+
+def slot_setting_keys(cfg: DictConfig, slot: str) -> set[str]:
+    """The settings a slot's layers take their parameters from (``p``, ``reg.conv_p``, ``reg.layer_p``)."""
+    raw = OmegaConf.to_container(cfg.reg.layers[slot], resolve=False)
+    keys = {setting_key(value, "") for value in raw.values() if isinstance(value, str)}
+    keys |= {key for key, _ in per_layer_settings(cfg, slot).values()}  # those given (null sets nothing)
+    return keys - {""}
+
+
+def check_idle_settings(cfg: DictConfig, built: set[str], defaults: dict[str, Any], reg: str) -> None:
+    """A reg setting that only layers the model never built take (``reg.conv_p`` on the MLP, which
+    has no conv layers; ``p`` on a CNN whose ``model.fc=[]`` leaves no hidden activation to drop)
+    sets nothing: refused, never silently ignored. A setting other than p may stay at its
+    default; p, the reg's strength, may not (the run would not be regularized by it)."""
+    given = [slot for slot, node in cfg.reg.layers.items() if node is not None]
+    keys = {slot: slot_setting_keys(cfg, slot) for slot in given}
+    busy = set().union(*(keys[slot] for slot in given if slot in built))
+    unbuilt = [slot for slot in given if slot not in built]
+    idle = {key: [s for s in unbuilt if key in keys[s]] for key in set().union(*keys.values())}
+    for key, slots in sorted(idle.items()):
+        value = OmegaConf.select(cfg, key)
+        if key in busy or (key != "p" and (value is None or value == defaults.get(key, value))):
+            continue
+        fix = "give the model such layers, or use reg=none" if key == "p" else f"use {key}={defaults[key]}"
+        raise ConfigError(
+            f"{key}={value} sets nothing: reg={reg} uses it on {' and '.join(SLOTS[s] for s in slots)}, "
+            f"and {model_choice(cfg)} with these settings builds none; {fix}"
+        )
 
 
 def check_reg_layers(cfg: DictConfig) -> None:
@@ -176,9 +217,12 @@ def layer_count_message(cfg: DictConfig, error: LayerCountError) -> str:
     )
 
 
-def instantiate_model(cfg: DictConfig, in_shape: tuple[int, ...], num_classes: int) -> Any:
-    """The model of ``cfg.model`` with the reg's factories in its slots."""
-    factories = slot_factories(cfg)
+def instantiate_model(
+    cfg: DictConfig, in_shape: tuple[int, ...], num_classes: int, built: set[str] | None = None
+) -> Any:
+    """The model of ``cfg.model`` with the reg's factories in its slots (``built``: see
+    :func:`slot_factories`)."""
+    factories = slot_factories(cfg, built)
     try:
         return instantiate(
             cfg.model, in_shape=in_shape, num_classes=num_classes, **factories, _convert_="all"
