@@ -1,4 +1,5 @@
-"""``dropbench`` end to end, as a subprocess, on tiny datasets in the real file formats."""
+"""``dropbench`` end to end, as a subprocess, on tiny datasets in the real file formats (bad
+inputs, which stop before training, in this process: ``dropbench_here``)."""
 
 import json
 import subprocess
@@ -228,8 +229,8 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("bad", BAD_INPUTS)
-def test_bad_input_fails_with_one_line_and_leaves_no_run(dropbench, tmp_path, bad):
-    done = dropbench("run", *SMALL_MODEL["mlp"], *TINY, *bad.split())
+def test_bad_input_fails_with_one_line_and_leaves_no_run(dropbench_here, tmp_path, bad):
+    done = dropbench_here("run", *SMALL_MODEL["mlp"], *TINY, *bad.split())
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dropbench: error: "), done.stderr
@@ -251,9 +252,11 @@ def test_bad_input_fails_with_one_line_and_leaves_no_run(dropbench, tmp_path, ba
         (["model=lstm", "model.hidden=8", "reg=variational", "reg.p_hidden=2"], "reg.p_hidden=2"),
     ],
 )
-def test_a_bad_group_setting_is_named_by_its_full_key_before_any_data_loads(dropbench, tmp_path, bad, named):
+def test_a_bad_group_setting_is_named_by_its_full_key_before_any_data_loads(
+    dropbench_here, tmp_path, bad, named
+):
     # no data there and no download: had the data loaded first, the error would be about the data
-    done = dropbench("run", *TINY, f"dataset.root={tmp_path / 'empty'}", "dataset.download=false", *bad)
+    done = dropbench_here("run", *TINY, f"dataset.root={tmp_path / 'empty'}", "dataset.download=false", *bad)
     assert done.returncode == 2
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"dropbench: error: {named} is ")
