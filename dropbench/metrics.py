@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 
 import torch
-from scipy.stats import rankdata
 
 #: Bins of the expected calibration error, as in Guo et al. 2017 and Gal & Ghahramani 2016.
 ECE_BINS = 15
@@ -112,6 +111,8 @@ def auroc(negatives: torch.Tensor, positives: torch.Tensor) -> float:
     """Area under the ROC curve of a score larger on ``positives``: the probability that a random
     positive scores above a random negative, ties counting half (the Mann-Whitney U statistic
     over n_pos * n_neg, from average ranks)."""
+    from scipy.stats import rankdata  # here: importing scipy.stats delays every run's first step by 0.6 s
+
     n_pos, n_neg = len(positives), len(negatives)
     ranks = rankdata(torch.cat([positives, negatives]).double().cpu().numpy())  # ties: average rank
     u = ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2
