@@ -19,6 +19,7 @@ The training side writes them (:mod:`dropbench.app`, :mod:`dropbench.resume`,
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,15 +36,30 @@ HASH_DIGITS = 16
 FOLDER_NAME_RESOLVER = "dropbench_folder_name"
 
 
+#: A quoted string in an override (its spaces are its value's), or a run of text between them
+_QUOTED = re.compile(r"""('[^']*'|"[^"]*")""")
+#: Spaces around Hydra's delimiters, which its grammar ignores: [0.3, 0.5] is [0.3,0.5]
+_SPACED_DELIMITER = re.compile(r"\s*([\[\]{},:=])\s*")
+
+
+def canonical_overrides(overrides: str) -> str:
+    """``reg.layer_p=[0.3, 0.5]`` as ``reg.layer_p=[0.3,0.5]``: the spaces Hydra's grammar
+    ignores (around ``[ ] { } , : =``) removed outside quoted strings, so that one setting typed
+    two ways names one folder, where Hydra's ``override_dirname`` keeps the text as typed."""
+    parts = _QUOTED.split(overrides)  # odd indices: the quoted strings, kept as they are
+    return "".join(part if i % 2 else _SPACED_DELIMITER.sub(r"\1", part) for i, part in enumerate(parts))
+
+
 def folder_name(overrides: str) -> str:
     """The folder level named by a run's overrides (``lr=0.01,model.hidden=[32]``): the text
-    itself, or, beyond :data:`NAME_MAX` bytes, its start and a hash of all of it.
+    (:func:`canonical_overrides`), or, beyond :data:`NAME_MAX` bytes, its start and a hash of all of it.
 
     Shortened rather than refused: a long override list is a legitimate run, the hash makes the
     name as unique as the full text (two lists never share a folder), and it is a function of
     the text alone, so the same command finds the same folder again to skip or resume it. The
     full list stays in the folder's ``.hydra/overrides.yaml`` and its records.
     """
+    overrides = canonical_overrides(overrides)
     encoded = overrides.encode()
     if len(encoded) <= NAME_MAX:
         return overrides

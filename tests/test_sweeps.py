@@ -188,6 +188,24 @@ def test_a_folder_name_beyond_the_limit_is_shortened_uniquely_and_the_same_every
     assert len(wide.encode()) <= NAME_MAX and wide.startswith("name=é")
 
 
+def test_one_setting_typed_with_or_without_spaces_names_one_folder():
+    assert (
+        folder_name("model.hidden=[32, 16],reg.layer_p=[0.3, 0.5]")
+        == "model.hidden=[32,16],reg.layer_p=[0.3,0.5]"
+    )
+    assert folder_name("lr = 0.01 ,x={a: 1}") == "lr=0.01,x={a:1}"
+    assert folder_name("name='a , b',y=[1, 2]") == "name='a , b',y=[1,2]"  # a quoted value keeps its spaces
+
+
+def test_a_rerun_typed_with_spaces_finds_the_finished_run_and_skips_it(dropbench, tmp_path):
+    first = dropbench("run", *TINY, "epochs=1", "model.hidden=[8,8]")
+    assert first.returncode == 0, first.stderr
+    again = dropbench("run", *TINY, "epochs=1", "model.hidden=[8, 8]")
+    assert again.returncode == 0 and "dropbench: skip" in again.stdout
+    [folder] = {path.parent.parent.name for path in (tmp_path / "results").rglob("metrics.json")}
+    assert folder.endswith("model.hidden=[8,8]") and " " not in folder
+
+
 def test_runs_whose_overrides_exceed_a_folder_name_get_their_own_folders_and_are_found_again(
     dropbench, tmp_path
 ):
