@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,10 @@ def data_root(tmp_path_factory) -> Path:
 @pytest.fixture
 def dropbench_env(data_root, tmp_path) -> dict[str, str]:
     """The environment of a ``dropbench`` subprocess: the tiny data and a private cache."""
-    return {**os.environ, "DROPBENCH_DATA": str(data_root), "DROPBENCH_CACHE": str(tmp_path / "cache")}
+    from dropbench.app import COMMAND_STARTED
+
+    inherited = {k: v for k, v in os.environ.items() if k != COMMAND_STARTED}  # each command its own start
+    return {**inherited, "DROPBENCH_DATA": str(data_root), "DROPBENCH_CACHE": str(tmp_path / "cache")}
 
 
 @pytest.fixture
@@ -53,11 +57,13 @@ def dropbench_here(data_root, tmp_path, monkeypatch, capfd):
 
     monkeypatch.setenv("DROPBENCH_DATA", str(data_root))
     monkeypatch.setenv("DROPBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv(COMMAND_STARTED, raising=False)  # restored afterwards: cli.run sets it
     monkeypatch.setattr(sys, "argv", list(sys.argv))  # cli.run hands Hydra its arguments there
     monkeypatch.chdir(tmp_path)
 
     def run(*args: str) -> subprocess.CompletedProcess:
+        # a new command's start, unset again afterwards (cli.run would keep the first one for good,
+        # and every later subprocess would inherit it: force=true would see its runs as re-run)
+        monkeypatch.setenv(COMMAND_STARTED, str(time.time()))
         capfd.readouterr()
         try:
             status = cli.main(list(args))
