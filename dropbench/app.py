@@ -32,6 +32,7 @@ from dropbench.rundir import RunDir
 from dropbench.schema import declared_defaults, reg_settings, result_defining, run_settings, setup_settings
 from dropbench.settings import default_threads
 from dropbench.stop import STOP, busy_with
+from dropbench.sweep import decline
 from dropbench.tasks import Reconstruction, recorded_task
 from dropbench.train import FitOptions, FitResult, FitState, Metrics, Training, fit
 from dropbench.weightmap import first_layer_weight, reconstruction_grid, weight_grid
@@ -308,6 +309,7 @@ def task(cfg: DictConfig) -> float:
         run = RunLifecycle(cfg, run_dir, dict(hydra_cfg.runtime.choices), hydra_cfg.launcher.get("n_jobs"))
         if not lock.acquire():
             print(f"dropbench: skip {run_dir.path}: another process is running it")
+            decline(run_dir.path, "busy")
             return math.nan
         with busy_with(run_dir.path):
             return run.execute()
@@ -319,6 +321,7 @@ def task(cfg: DictConfig) -> float:
         run_dir.remove_if_untouched(results)
         if sweeping:
             print(f"dropbench: skip {run_dir.path}: {error}", file=sys.stderr)
+            decline(run_dir.path, "refused")
             return math.nan
         print(f"dropbench: error: {error}", file=sys.stderr)
         sys.exit(2)

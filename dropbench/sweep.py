@@ -6,7 +6,9 @@ launcher: a job's callbacks run in the process that runs the job (a joblib or SL
 the sweep's in the command's own. Jobs tell the command their outcome through a ledger, one
 JSON line per job appended to a file in the sweep folder, which the workers find through the
 environment they inherit. A job's outcome is read from its run folder (:mod:`dropbench.rundir`),
-not from what the task returns, so that the task knows nothing of sweeps.
+not from what the task returns (a sweeper's objective), except for the jobs the task declined to
+run, which it names with :func:`decline`: the folder of a refused job holds nothing, or another
+run's record, and a busy one is another process's.
 """
 
 from __future__ import annotations
@@ -32,8 +34,21 @@ from dropbench.stop import BUSY, COMMAND_PID, SweepStop
 LEDGER = "DROPBENCH_SWEEP_LEDGER"
 SIZE = "DROPBENCH_SWEEP_SIZE"
 SWEPT = "DROPBENCH_SWEEP_KEYS"
-#: Outcomes, in the order the summary counts them
-OUTCOMES = ("finished", "skipped", "resumed", "diverged", "failed")
+#: Outcomes, in the order the summary counts them; refused and busy: see :func:`decline`
+OUTCOMES = ("finished", "skipped", "resumed", "diverged", "refused", "busy", "failed")
+#: Outcomes whose one-line reason the job printed (``dropbench: skip ...``)
+EXPLAINED = ("refused", "busy", "failed")
+
+_declined: dict[str, str] = {}  # a job's folder -> refused or busy, said by the task in its process
+
+
+def decline(run_dir: Path, why: str) -> None:
+    """The task's word that it did not run this job: ``refused`` (settings it refuses, or another
+    config's record in its folder) or ``busy`` (another process holds the folder's lock). The
+    job's callbacks run in the task's process, so the ledger line then says so."""
+    _declined[str(run_dir)] = why
+
+
 #: Outcomes of a job that trained, among which the summary names the slowest
 TRAINED = ("finished", "resumed", "diverged")
 
@@ -86,7 +101,7 @@ def summary(entries: list[dict[str, Any]], sweep_dir: str) -> list[str]:
     """The lines that end a sweep: outcome counts, the slowest run, the report command."""
     counts = {name: sum(entry["outcome"] == name for entry in entries) for name in OUTCOMES}
     counted = ", ".join(f"{n} {name}" for name, n in counts.items())
-    why = " (the 'dropbench: skip' lines above say why)" if counts["failed"] else ""
+    why = " (the 'dropbench: skip' lines above say why)" if any(counts[n] for n in EXPLAINED) else ""
     lines = [f"dropbench: sweep done: {len(entries)} runs: {counted}{why}"]
     trained = [entry for entry in entries if entry["outcome"] in TRAINED]
     if trained:
@@ -131,7 +146,7 @@ class SweepProgress(Callback):
         started, had_checkpoint = self.started.pop(path)
         entry = {
             "dir": path,
-            "outcome": outcome(RunDir(Path(path)), started, had_checkpoint),
+            "outcome": _declined.pop(path, None) or outcome(RunDir(Path(path)), started, had_checkpoint),
             "seconds": time.time() - started,
         }
         # one short line in append mode: concurrent workers' lines do not interleave

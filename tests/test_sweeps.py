@@ -42,9 +42,8 @@ def test_a_repeated_sweep_skips_finished_runs_and_force_reruns_them(dropbench, t
     done = dropbench(*sweep)
     assert done.returncode == 0, done.stderr
     assert "dropbench: run 1 of 2: p=0.1\n" in done.stdout and "dropbench: run 2 of 2: p=0.5\n" in done.stdout
-    assert (
-        "dropbench: sweep done: 2 runs: 2 finished, 0 skipped, 0 resumed, 0 diverged, 0 failed" in done.stdout
-    )
+    counts = "2 runs: 2 finished, 0 skipped, 0 resumed, 0 diverged, 0 refused, 0 busy, 0 failed"
+    assert f"dropbench: sweep done: {counts}" in done.stdout
     assert "dropbench: slowest run: " in done.stdout
     assert done.stdout.rstrip().endswith("dropbench: next: dropbench report results/sweeps/default")
     assert not list((tmp_path / "results").rglob(".dropbench-sweep-*"))  # the ledger is gone
@@ -79,7 +78,8 @@ def test_invalid_and_redundant_jobs_are_skipped_with_a_reason_and_the_sweep_goes
     invalid = [line for line in done.stderr.splitlines() if line.startswith("dropbench: skip")]
     assert len(invalid) == 2 and all("reg=spatial does not apply to model=mlp" in s for s in invalid)
     assert "reg=none ignores p: one run serves every p" in done.stdout
-    assert "6 runs: 3 finished, 1 skipped, 0 resumed, 0 diverged, 2 failed" in done.stdout  # none: once
+    counts = "6 runs: 3 finished, 1 skipped, 0 resumed, 0 diverged, 2 refused, 0 busy, 0 failed"
+    assert counts in done.stdout  # reg=none runs once
     found = records(tmp_path / "results")
     regs = sorted((r["config"]["reg"], r["config"]["p"]) for r in found.values())
     assert regs == [("dropout", 0.2), ("dropout", 0.5), ("none", None)]
@@ -90,7 +90,7 @@ def test_a_diverging_run_is_recorded_as_such_and_the_sweep_goes_on(dropbench, tm
     done = dropbench("run", "-m", *MLP, "optimizer=sgd", "lr=1e12,0.01")
     assert done.returncode == 0, done.stderr
     assert "diverged at epoch 1 (train/loss is not finite)" in done.stdout
-    assert "2 runs: 1 finished, 0 skipped, 0 resumed, 1 diverged, 0 failed" in done.stdout
+    assert "2 runs: 1 finished, 0 skipped, 0 resumed, 1 diverged, 0 refused, 0 busy, 0 failed" in done.stdout
     by_status = {r["status"]: r for r in records(tmp_path / "results").values()}
     assert set(by_status) == {"diverged", "finished"}
     diverged = by_status["diverged"]
@@ -114,6 +114,18 @@ def test_a_run_with_a_different_config_in_its_folder_is_refused_naming_the_diffe
         f"dropbench: error: {path.parent} holds a finished run with another config "
         "(lr: 0.5 there, 0.001 now); force=true replaces it, or choose another name= or results_dir="
     ]
+    assert json.loads(path.read_text()) == record  # nothing lost
+
+
+def test_a_sweep_counts_a_job_refused_for_another_configs_record_as_refused_not_skipped(dropbench, tmp_path):
+    assert dropbench("run", "-m", *MLP, "epochs=1").returncode == 0
+    [path] = (tmp_path / "results").rglob("metrics.json")
+    record = json.loads(path.read_text())
+    record["resolved_config"]["lr"] = 0.5
+    path.write_text(json.dumps(record))
+    done = dropbench("run", "-m", *MLP, "epochs=1")
+    assert done.returncode == 0 and "holds a finished run with another config" in done.stderr
+    assert "1 runs: 0 finished, 0 skipped, 0 resumed, 0 diverged, 1 refused, 0 busy, 0 failed" in done.stdout
     assert json.loads(path.read_text()) == record  # nothing lost
 
 
