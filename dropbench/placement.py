@@ -108,6 +108,8 @@ def slot_factories(cfg: DictConfig, built: set[str] | None = None) -> dict[str, 
 
 
 def noting(slot: str, factory: Any, built: set[str]) -> Any:
+    """``factory``, adding ``slot`` to ``built`` whenever it is called."""
+
     def build(*args: Any, **kwargs: Any) -> Any:
         built.add(slot)
         return factory(*args, **kwargs)
@@ -130,12 +132,12 @@ def check_idle_settings(cfg: DictConfig, built: set[str], defaults: dict[str, An
     default; p, the reg's strength, may not (the run would not be regularized by it)."""
     given = [slot for slot, node in cfg.reg.layers.items() if node is not None]
     keys = {slot: slot_setting_keys(cfg, slot) for slot in given}
-    busy = set().union(*(keys[slot] for slot in given if slot in built))
+    taken = set().union(*(keys[slot] for slot in given if slot in built))
     unbuilt = [slot for slot in given if slot not in built]
     idle = {key: [s for s in unbuilt if key in keys[s]] for key in set().union(*keys.values())}
     for key, slots in sorted(idle.items()):
         value = OmegaConf.select(cfg, key)
-        if key in busy or (key != "p" and (value is None or value == defaults.get(key, value))):
+        if key in taken or (key != "p" and (value is None or value == defaults.get(key, value))):
             continue
         fix = "give the model such layers, or use reg=none" if key == "p" else f"use {key}={defaults[key]}"
         raise ConfigError(

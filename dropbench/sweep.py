@@ -38,6 +38,8 @@ SWEPT = "DROPBENCH_SWEEP_KEYS"
 OUTCOMES = ("finished", "skipped", "resumed", "diverged", "refused", "busy", "failed")
 #: Outcomes whose one-line reason the job printed (``dropbench: skip ...``)
 EXPLAINED = ("refused", "busy", "failed")
+#: Outcomes of a job that trained, among which the summary names the slowest
+TRAINED = ("finished", "resumed", "diverged")
 
 _declined: dict[str, str] = {}  # a job's folder -> refused or busy, said by the task in its process
 
@@ -47,10 +49,6 @@ def decline(run_dir: Path, why: str) -> None:
     config's record in its folder) or ``busy`` (another process holds the folder's lock). The
     job's callbacks run in the task's process, so the ledger line then says so."""
     _declined[str(run_dir)] = why
-
-
-#: Outcomes of a job that trained, among which the summary names the slowest
-TRAINED = ("finished", "resumed", "diverged")
 
 
 def sweep_plan(config: DictConfig) -> tuple[int | None, list[str] | None]:
@@ -87,7 +85,7 @@ def outcome(run_dir: RunDir, started: float, had_checkpoint: bool) -> str:
         record = json.loads(run_dir.metrics.read_text())
         finished = datetime.fromisoformat(record["finished_at"]).timestamp()
     except (OSError, ValueError, KeyError, TypeError):
-        return "failed"  # invalid settings or an error: its line above says which
+        return "failed"  # an error: its line above says which (a refused job is declined)
     if record.get("status") not in DONE_STATUSES:
         return "failed"
     if finished < started:
