@@ -13,7 +13,7 @@ on a CPU). It then writes a Markdown table of:
 - every run's test error under each mode, and closed form minus sampled (their Monte-Carlo error);
 - per p, paired by seed, closed form minus mean and closed form minus sampled (95% paired-t);
 - each mode's p chosen on mean validation accuracy, and ``dropout - DropConnect`` in test error
-  at each one's chosen p (the dropout arm from the sweep's ``reg=dropout`` runs' records),
+  at each one's chosen p (the dropout arm as ``dropbench report`` chooses and reads it),
   with Holm over that table and the report's verdict rule.
 
     python scripts/gaussian_rows.py results/sweeps/mlp_dropconnect_fair --sampled-p 0.3 \
@@ -36,7 +36,10 @@ from omegaconf import OmegaConf
 from dropbench.build import build_model, check_config, compose_config, load_data
 from dropbench.metrics import prediction_metrics
 from dropbench.regularizers import DropConnectLinear
-from dropbench.report.paired import Arm, compare, holm, verdict
+from dropbench.report.labels import add_labels
+from dropbench.report.paired import Arm, arms, compare, holm, verdict
+from dropbench.report.runs import runs_frame, scan
+from dropbench.report.tables import best_p_table
 from dropbench.rundir import RunDir
 from dropbench.schema import GROUPS
 from dropbench.tasks import predict_log_probs
@@ -173,21 +176,16 @@ def chosen_p(runs: list[Run], mode: str) -> float:
     return min(by_p, key=lambda p: statistics.mean(by_p[p]))
 
 
-def recorded_arm(records: list[tuple[Path, dict]], reg: str) -> Arm:
-    """A reg's arm at its p chosen on mean recorded validation accuracy, from the records alone."""
-    rows = [
-        (float(r["config"].get("p") or 0), r["seed"], r["final"])
-        for _, r in records
-        if r["config"]["reg"] == reg
-    ]
-    ps = sorted({p for p, _, _ in rows})
-    best = max(ps, key=lambda p: statistics.mean(f["val/acc"] for q, _, f in rows if q == p))
-    values = {seed: 100 * (1 - f["test/acc"]) for q, seed, f in rows if q == best}
-    return Arm(reg, best, pd.Series(values).sort_index())
+def dropout_arm(sweep: Path) -> Arm:
+    """Dropout at its p chosen on validation, from the records, by the report's own rule."""
+    runs, _ = scan([sweep])
+    frame = add_labels(runs_frame(runs))
+    best = best_p_table(frame, "error", "test").numbers
+    return next(a for a in arms(frame, best, "error", "test") if a.label == "dropout")
 
 
-def verdict_table(runs: list[Run], records: list[tuple[Path, dict]]) -> str:
-    dropout = recorded_arm(records, "dropout")
+def verdict_table(runs: list[Run], sweep: Path) -> str:
+    dropout = dropout_arm(sweep)
     rows = []
     for mode in [m for m in MODES if any(m in r.errors for r in runs)]:
         p = chosen_p(runs, mode)
@@ -241,7 +239,7 @@ def main() -> None:
         f"threads {torch.get_num_threads()}. Every mean-inference test error equals the run's record.\n\n"
         f"## Every run\n\n{runs_table(runs)}\n## Closed form against mean and sampled, per p\n\n"
         f"{per_p_table(runs)}\n## Dropout against DropConnect at each mode's p chosen on validation\n\n"
-        f"{verdict_table(runs, records)}"
+        f"{verdict_table(runs, args.sweep)}"
     )
     print(text)
     if args.out:
